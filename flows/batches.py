@@ -1,0 +1,76 @@
+"""Batch steps shared by the polling and the ingest flows: transform, write, summarise."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+import polars as pl
+
+from flows.outcomes import Outcome, responses_frame, transcripts_of
+from transforms.pipeline import build_tables, collect_tables
+
+T = TypeVar("T")
+
+
+def batched(values: Sequence[T], size: int) -> Iterator[list[T]]:
+    """Consecutive slices of at most `size` values (itertools.batched is Python 3.12+)."""
+    if size < 1:
+        raise ValueError("batch size must be at least 1")
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
+
+
+def transform_outcomes(outcomes: list[Outcome]) -> dict[str, pl.DataFrame]:
+    """The four tables for a batch of outcomes."""
+    return collect_tables(build_tables(responses_frame(outcomes), transcripts_of(outcomes)))
+
+
+@dataclass
+class RunSummary:
+    """What a run did: outcomes by status, rows written by table, and whether it stopped early."""
+
+    statuses: Counter[str] = field(default_factory=Counter)
+    rows: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    stopped_early: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    talk: list[pl.DataFrame] = field(default_factory=list)
+
+    def add(self, frames: dict[str, pl.DataFrame], rows: dict[str, int]) -> None:
+        """Account for one written batch."""
+        self.batches += 1
+        self.rows.update(rows)
+        self.statuses.update(frames["transcriptions"].get_column("status").to_list())
+        self.talk.append(
+            frames["speaker_metrics"].group_by("speaker").agg(pl.col("talk_time_ms").sum(), pl.len().alias("rows"))
+        )
+
+    def status_table(self) -> pl.DataFrame:
+        """Transcriptions per status."""
+        return pl.DataFrame(
+            {"status": list(self.statuses), "transcriptions": list(self.statuses.values())},
+            schema={"status": pl.String, "transcriptions": pl.Int64},
+        ).sort("status")
+
+    def talk_table(self) -> pl.DataFrame:
+        """Talk time per speaker over the whole run, in minutes and as a share."""
+        if not self.talk:
+            return pl.DataFrame(schema={"speaker": pl.String, "talk_minutes": pl.Float64, "share": pl.Float64})
+        totals = pl.concat(self.talk).group_by("speaker").agg(pl.col("talk_time_ms").sum())
+        return totals.select(
+            "speaker",
+            (pl.col("talk_time_ms") / 60_000).round(1).alias("talk_minutes"),
+            (pl.col("talk_time_ms") / pl.col("talk_time_ms").sum()).round(3).alias("share"),
+        ).sort("speaker")
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly summary."""
+        return {
+            "statuses": dict(self.statuses),
+            "rows": dict(self.rows),
+            "batches": self.batches,
+            "stopped_early": self.stopped_early,
+            "skipped_inputs": len(self.skipped),
+        }

@@ -1,0 +1,204 @@
+"""Argument parsing and the implementation of each `talktime` sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flows.client import DEFAULT_API_VERSION, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT_S
+from flows.credentials import API_KEY_ENV
+from flows.emulator import DEFAULT_API_KEY, EmulatorConfig, Faults
+
+if TYPE_CHECKING:
+    from flows.batches import RunSummary
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
+DEFAULT_BATCH_SIZE = 200
+TABLE_NAMES = ("transcriptions", "speaker_metrics", "transcript_items", "rejected_items")
+
+
+def _add_fault_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fault injection (rates are 0-1, deterministic under --seed)")
+    for kind, text in [
+        ("rate-limited", "429 with Retry-After"),
+        ("server-error", "500"),
+        ("unavailable", "503"),
+        ("truncated", "200 with a cut-off JSON body"),
+        ("not-json", "200 with an HTML body"),
+        ("drop", "connection dropped mid-body"),
+        ("stall", "no answer for --stall-s seconds"),
+    ]:
+        g.add_argument(f"--fault-{kind}", type=float, default=0.0, metavar="RATE", help=text)
+    g.add_argument("--latency-ms", type=int, default=0, help="fixed latency per request")
+    g.add_argument("--jitter-ms", type=int, default=0, help="extra random latency, 0..N ms")
+    g.add_argument("--stall-s", type=float, default=60.0, help="length of an injected stall")
+    g.add_argument("--retry-after", default="1", help="Retry-After sent with 429s (seconds or HTTP date)")
+
+
+def _faults(args: argparse.Namespace) -> Faults:
+    return Faults(
+        rate_limited=args.fault_rate_limited,
+        server_error=args.fault_server_error,
+        unavailable=args.fault_unavailable,
+        truncated=args.fault_truncated,
+        not_json=args.fault_not_json,
+        drop=args.fault_drop,
+        stall=args.fault_stall,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        stall_s=args.stall_s,
+        retry_after=args.retry_after,
+    )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api-url", required=True, help="base URL; /transcribe-async/{id} is appended")
+    p.add_argument("--ids", required=True, help="ids file: one per line, or CSV/Parquet with an `id` column")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--api-key", help=f"server API key (default: ${API_KEY_ENV}); never logged")
+    p.add_argument("--api-version", default=DEFAULT_API_VERSION, help="X-Nabla-Api-Version to send")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="ids per fetch/transform/write batch")
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight at most")
+    p.add_argument("--rate-limit", type=float, default=None, help="requests per second at most")
+    p.add_argument("--max-wait", type=float, default=DEFAULT_MAX_WAIT_S, help="seconds to re-poll ongoing ids")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="talktime", description="Talk-time analytics from medical transcriptions.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    emu = sub.add_parser("emulator", help="serve the local API emulator")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8765)
+    emu.add_argument("--data", nargs="*", default=[], help=".json/.ndjson responses or folders of them")
+    emu.add_argument("--synthetic", type=int, default=0, metavar="N", help="also serve N synthetic transcripts")
+    emu.add_argument("--seed", type=int, default=0, help="seed of synthetic data and of faults")
+    emu.add_argument("--api-key", default=DEFAULT_API_KEY, help="the bearer key the emulator accepts")
+    emu.add_argument("--ongoing-polls", type=int, default=0, help="polls answered `ongoing` before the result")
+    emu.add_argument("--ongoing-seconds", type=float, default=0.0, help="seconds a result stays `ongoing`")
+    emu.add_argument("--write-ids", help="write the served ids to this file and go on serving")
+    _add_fault_options(emu)
+
+    run = sub.add_parser("run", help="poll the API for every id and write the datasets")
+    _add_run_options(run)
+
+    ing = sub.add_parser("ingest", help="read saved responses or webhook events (no network)")
+    ing.add_argument("--input", nargs="+", required=True, help=".json/.ndjson files or folders")
+    ing.add_argument("--out", required=True, help="output directory")
+    ing.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on the bundled sample via the emulator")
+    demo.add_argument("--out", default="data/output", help="output directory (its tables are rewritten)")
+    demo.add_argument("--samples", default=str(DEFAULT_SAMPLES), help="the sample folder")
+    return parser
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from flows.emulator_server import load_responses, serve
+    from flows.synthetic import synthetic_responses
+
+    responses = load_responses(args.data) | synthetic_responses(args.synthetic, args.seed)
+    if args.write_ids:
+        Path(args.write_ids).write_text("".join(f"{i}\n" for i in responses), encoding="utf-8")
+    config = EmulatorConfig(
+        responses=responses,
+        api_key=args.api_key,
+        ongoing_polls=args.ongoing_polls,
+        ongoing_seconds=args.ongoing_seconds,
+        faults=_faults(args),
+        seed=args.seed,
+    )
+    print(f"talktime emulator: {len(responses)} transcriptions on http://{args.host}:{args.port}", flush=True)
+    serve(config, args.host, args.port)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> RunSummary:
+    from flows.pipeline import run_flow
+
+    if args.api_key:
+        os.environ[API_KEY_ENV] = args.api_key
+    return asyncio.run(
+        run_flow(
+            api_url=args.api_url,
+            ids_file=str(args.ids),
+            out=str(args.out),
+            api_version=args.api_version,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            rate_limit=args.rate_limit,
+            max_wait_s=args.max_wait,
+        )
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    summary = _run(args)
+    print_summary(summary, args.out)
+    return 1 if summary.stopped_early else 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from flows.pipeline import ingest_flow
+
+    summary = ingest_flow(inputs=list(args.input), out=str(args.out), batch_size=args.batch_size)
+    print_summary(summary, args.out)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.emulator_server import EmulatorServer, load_responses
+
+    samples = Path(args.samples)
+    out = Path(args.out)
+    for table in TABLE_NAMES:
+        shutil.rmtree(out / table, ignore_errors=True)
+    config = EmulatorConfig(responses=load_responses([samples / "responses"]), ongoing_polls=1)
+    with EmulatorServer(config) as server:
+        print(f"talktime demo: emulator on {server.api_url}", flush=True)
+        demo_args = argparse.Namespace(
+            api_url=server.api_url,
+            ids=samples / "ids.txt",
+            out=out,
+            api_key=config.api_key,
+            api_version=DEFAULT_API_VERSION,
+            batch_size=25,
+            concurrency=DEFAULT_CONCURRENCY,
+            rate_limit=None,
+            max_wait=3.0,
+        )
+        summary = _run(demo_args)
+    print_summary(summary, out)
+    return 1 if summary.stopped_early else 0
+
+
+def print_summary(summary: RunSummary, out: str | Path) -> None:
+    """The run's outcomes, talk time by speaker, and where the tables are."""
+    import polars as pl
+
+    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        print("\nTranscriptions by status")
+        print(summary.status_table())
+        print("\nTalk time by speaker (all succeeded transcriptions)")
+        print(summary.talk_table())
+    print("\nRows written: " + ", ".join(f"{t} {summary.rows.get(t, 0)}" for t in TABLE_NAMES))
+    if summary.skipped:
+        print(f"Skipped {len(summary.skipped)} unreadable input records (see the log).")
+    if summary.stopped_early:
+        print(f"Stopped early: {summary.stopped_early}. Ids not answered stay pending for the next run.")
+    print(f"Output: {out}/{{{','.join(TABLE_NAMES)}}}/**/*.parquet")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "emulator": cmd_emulator,
+    "run": cmd_run,
+    "ingest": cmd_ingest,
+    "demo": cmd_demo,
+}

@@ -1,0 +1,236 @@
+"""The transcription API client: one pooled httpx.AsyncClient, bounded, rate-limited, retried.
+
+Every requested id ends with exactly one Outcome (succeeded, failed, ongoing, not_found or
+error with a reason). Only run-level problems raise: bad credentials (AuthenticationError,
+AuthorizationError) and an API that stays down (ApiUnavailableError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+
+from flows.auth import Auth
+from flows.errors import (
+    ApiUnavailableError,
+    AuthenticationError,
+    AuthorizationError,
+    MalformedResponseError,
+    PermanentApiError,
+    TransientApiError,
+)
+from flows.outcomes import EnvelopeError, Outcome, is_uuid, outcome_from_response, unique_ids
+from flows.ratelimit import RateLimiter
+from flows.retry import RetryPolicy, Sleep, parse_retry_after
+
+log = logging.getLogger("talktime.client")
+
+DEFAULT_API_VERSION = "2024-04-22"
+DEFAULT_CONCURRENCY = 8
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DEFAULT_MAX_WAIT_S = 60.0
+DEFAULT_DOWN_AFTER_S = 300.0
+POLL_INITIAL_S = 1.0
+POLL_MAX_S = 30.0
+NOT_FOUND_CONFIRM_S = 1.0
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+VERSION_HEADER = "X-Nabla-Api-Version"
+
+
+def make_http_client(*, concurrency: int = DEFAULT_CONCURRENCY, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
+    """The one pooled HTTP client of a run."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+
+
+@dataclass
+class ClientOptions:
+    """Tunables of the API client (defaults are the DEFAULT_* constants)."""
+
+    api_url: str
+    api_version: str = DEFAULT_API_VERSION
+    concurrency: int = DEFAULT_CONCURRENCY
+    rate_limit_per_s: float | None = None
+    max_wait_s: float = DEFAULT_MAX_WAIT_S
+    down_after_s: float = DEFAULT_DOWN_AFTER_S
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+class TranscriptionClient:
+    """Fetches outcomes for ids. Inject `http` (pooled client), `auth`, and for tests a clock."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        options: ClientOptions,
+        auth: Auth,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._http = http
+        self._options = options
+        self._auth = auth
+        self._clock = clock
+        self._sleep = sleep
+        self._slots = asyncio.Semaphore(options.concurrency)
+        self._limiter = RateLimiter(options.rate_limit_per_s, clock=clock, sleep=sleep)
+        self._failing_since: float | None = None
+        self.requests_sent = 0
+
+    async def fetch_many(self, ids: Iterable[str]) -> tuple[list[Outcome], ApiUnavailableError | None]:
+        """Outcomes for distinct ids (in first-seen order), and the error that stopped the run early.
+
+        When the API stays down, the ids not yet answered get no outcome: they stay pending.
+        """
+        unique = unique_ids(ids)
+        tasks = [asyncio.ensure_future(self.fetch(i)) for i in unique]
+        try:
+            await asyncio.gather(*tasks)
+        except ApiUnavailableError as down:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            done = [t.result() for t in tasks if t.done() and not t.cancelled() and t.exception() is None]
+            return done, down
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [t.result() for t in tasks], None
+
+    async def fetch(self, transcription_id: str) -> Outcome:
+        """The outcome of one id, re-polling while ongoing until the max-wait deadline."""
+        if not is_uuid(transcription_id):
+            return Outcome.error(transcription_id, "invalid_id", "not a UUID; never sent", _now())
+        deadline = self._clock() + self._options.max_wait_s
+        delay = POLL_INITIAL_S
+        while True:
+            outcome = await self._fetch_once(transcription_id.lower())
+            if outcome.status != "ongoing" or self._clock() + delay > deadline:
+                return outcome
+            await self._sleep(delay)
+            delay = min(delay * 2, POLL_MAX_S)
+
+    async def _fetch_once(self, tid: str) -> Outcome:
+        """One poll; a 404 is confirmed by a second request before it counts as not_found."""
+        outcome = await self._fetch_retried(tid)
+        if outcome.status == "not_found":
+            await self._sleep(NOT_FOUND_CONFIRM_S)
+            outcome = await self._fetch_retried(tid)
+        return outcome
+
+    async def _fetch_retried(self, tid: str) -> Outcome:
+        version = self._options.api_version
+        try:
+            async for attempt in self._options.retry.retrying(self._sleep):
+                with attempt:
+                    outcome = await self._get_outcome(tid)
+        except TransientApiError as exc:
+            self._note_failure()
+            reason = "malformed_response" if isinstance(exc, MalformedResponseError) else "retries_exhausted"
+            return Outcome.error(tid, reason, str(exc), _now(), api_version=version)
+        except PermanentApiError as exc:
+            self._failing_since = None
+            return Outcome.error(tid, exc.code or "bad_request", str(exc), _now(), api_version=version)
+        self._failing_since = None
+        return outcome
+
+    def _note_failure(self) -> None:
+        """Stop the run when every request has failed for longer than `down_after_s`."""
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= self._options.down_after_s:
+            raise ApiUnavailableError(
+                f"the API failed every request for {now - self._failing_since:.0f} s; stopping early"
+            )
+
+    async def _get_outcome(self, tid: str) -> Outcome:
+        response = await self._send(tid)
+        if response.status_code == 401 and self._auth.renewable:
+            await self._auth.renew(self._http)
+            response = await self._send(tid)
+        return self._interpret(tid, response)
+
+    async def _send(self, tid: str) -> httpx.Response:
+        url = f"{self._options.api_url.rstrip('/')}/transcribe-async/{tid}"
+        async with self._slots:
+            await self._limiter.acquire()
+            headers = {
+                "Authorization": await self._auth.authorization(self._http),
+                VERSION_HEADER: self._options.api_version,
+                "Accept": "application/json",
+            }
+            self.requests_sent += 1
+            try:
+                response = await self._http.get(url, headers=headers)
+                await response.aread()
+            except httpx.TimeoutException as exc:
+                raise TransientApiError(f"timeout ({type(exc).__name__})") from None
+            except httpx.TransportError as exc:
+                raise TransientApiError(f"transport error ({type(exc).__name__})") from None
+        return response
+
+    def _interpret(self, tid: str, response: httpx.Response) -> Outcome:
+        status = response.status_code
+        code = _error_code(response)
+        if status == 200:
+            return self._decode(tid, response)
+        if status == 404:
+            return Outcome(tid, "not_found", _now(), api_version=self._options.api_version, error_code=code)
+        if status == 401:
+            raise AuthenticationError(
+                "the API rejected the credentials (401): check the API key or OAuth client settings"
+                " and the base URL's deployment",
+                status_code=401,
+                code=code,
+            )
+        if status == 403:
+            raise AuthorizationError(
+                "the API refused access (403): the credentials are valid but not allowed this endpoint",
+                status_code=403,
+                code=code,
+            )
+        if status in TRANSIENT_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise TransientApiError(f"HTTP {status}", status_code=status, code=code, retry_after=retry_after)
+        raise PermanentApiError(f"HTTP {status}", status_code=status, code=code or f"http_{status}")
+
+    def _decode(self, tid: str, response: httpx.Response) -> Outcome:
+        try:
+            body = json.loads(response.content)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise MalformedResponseError("HTTP 200 with a body that is not JSON", status_code=200) from None
+        try:
+            return outcome_from_response(
+                body, fetched_at=_now(), api_version=self._options.api_version, requested_id=tid
+            )
+        except EnvelopeError as exc:
+            if exc.reason == "id_mismatch":
+                raise PermanentApiError(str(exc), status_code=200, code=exc.reason) from None
+            raise MalformedResponseError(str(exc), status_code=200) from None
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """The `code` field of a JSON error body, if any (finer than the HTTP status)."""
+    if response.status_code == 200 or not response.content:
+        return None
+    try:
+        body = json.loads(response.content)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return None if code is None else str(code)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,74 @@
+"""The retry policy (tenacity) and Retry-After parsing, shared by every API call.
+
+Waits are jittered exponential backoff; a server's Retry-After raises the wait to at least
+what it asks, never lowers it (so `Retry-After: 0` cannot burn every attempt at once).
+Attempts and the total time spent waiting are both capped.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from flows.errors import TransientApiError
+
+DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_BACKOFF_INITIAL_S = 0.25
+DEFAULT_BACKOFF_MAX_S = 20.0
+DEFAULT_MAX_RETRY_WAIT_S = 120.0
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry transient API errors."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_initial_s: float = DEFAULT_BACKOFF_INITIAL_S
+    backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
+    max_retry_wait_s: float = DEFAULT_MAX_RETRY_WAIT_S
+
+    def wait_seconds(self, state: RetryCallState) -> float:
+        """Jittered exponential backoff, raised to the server's Retry-After when it asks more."""
+        backoff = wait_random_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s)(state)
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None) or 0.0
+        return max(backoff, min(retry_after, self.max_retry_wait_s))
+
+    def retrying(self, sleep: Sleep) -> AsyncRetrying:
+        """A tenacity controller retrying TransientApiError under this policy."""
+        return AsyncRetrying(
+            retry=retry_if_exception_type(TransientApiError),
+            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.max_retry_wait_s),
+            wait=self.wait_seconds,
+            sleep=sleep,
+            reraise=True,
+        )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
