@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
+
 import polars as pl
 
 from flows.outcomes import Outcome, responses_frame, transcripts_of

@@ -44,7 +44,9 @@ TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 VERSION_HEADER = "X-Nabla-Api-Version"
 
 
-def make_http_client(*, concurrency: int = DEFAULT_CONCURRENCY, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
+def make_http_client(
+    *, concurrency: int = DEFAULT_CONCURRENCY, timeout: httpx.Timeout = DEFAULT_TIMEOUT
+) -> httpx.AsyncClient:
     """The one pooled HTTP client of a run."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
@@ -135,31 +137,34 @@ class TranscriptionClient:
                 with attempt:
                     outcome = await self._get_outcome(tid)
         except TransientApiError as exc:
-            self._note_failure()
+            self._stop_if_down()
             reason = "malformed_response" if isinstance(exc, MalformedResponseError) else "retries_exhausted"
             return Outcome.error(tid, reason, str(exc), _now(), api_version=version)
         except PermanentApiError as exc:
-            self._failing_since = None
             return Outcome.error(tid, exc.code or "bad_request", str(exc), _now(), api_version=version)
-        self._failing_since = None
         return outcome
 
-    def _note_failure(self) -> None:
+    def _stop_if_down(self) -> None:
         """Stop the run when every request has failed for longer than `down_after_s`."""
         now = self._clock()
-        if self._failing_since is None:
-            self._failing_since = now
-        elif now - self._failing_since >= self._options.down_after_s:
+        if self._failing_since is not None and now - self._failing_since >= self._options.down_after_s:
             raise ApiUnavailableError(
                 f"the API failed every request for {now - self._failing_since:.0f} s; stopping early"
             )
 
     async def _get_outcome(self, tid: str) -> Outcome:
-        response = await self._send(tid)
-        if response.status_code == 401 and self._auth.renewable:
-            await self._auth.renew(self._http)
+        try:
             response = await self._send(tid)
-        return self._interpret(tid, response)
+            if response.status_code == 401 and self._auth.renewable:
+                await self._auth.renew(self._http)
+                response = await self._send(tid)
+            outcome = self._interpret(tid, response)
+        except TransientApiError:
+            if self._failing_since is None:
+                self._failing_since = self._clock()
+            raise
+        self._failing_since = None
+        return outcome
 
     async def _send(self, tid: str) -> httpx.Response:
         url = f"{self._options.api_url.rstrip('/')}/transcribe-async/{tid}"

@@ -7,6 +7,7 @@ parameter, never part of an exception message.
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from flows.auth import ApiKeyAuth, Auth
 from flows.errors import ConfigurationError
@@ -19,7 +20,7 @@ async def read_secret(block_name: str, env_name: str) -> str | None:
     from prefect.blocks.system import Secret
 
     try:
-        secret = await Secret.aload(block_name)
+        secret = cast(Secret, await Secret.aload(block_name))
     except (ValueError, RuntimeError):
         return os.environ.get(env_name) or None
     value = secret.get()

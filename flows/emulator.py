@@ -127,7 +127,7 @@ class EmulatorApp:
 
     def _authorized(self, header: str) -> bool:
         if self.config.oauth is not None:
-            return self.config.oauth.accepts(header)
+            return bool(self.config.oauth.accepts(header))
         return header == f"Bearer {self.config.api_key}"
 
     async def _injected_fault(self, send: Send, rng: random.Random) -> bool:
@@ -183,7 +183,9 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _send_bytes(send: Send, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+async def _send_bytes(
+    send: Send, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+) -> None:
     headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})

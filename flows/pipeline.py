@@ -51,7 +51,13 @@ def transform_batch(outcomes: list[Outcome]) -> dict[str, pl.DataFrame]:
     return transform_outcomes(outcomes)
 
 
-@task(name="write-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=_storage_is_transient)
+@task(
+    name="write-batch",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_storage_is_transient,
+)
 def write_batch_task(frames: dict[str, pl.DataFrame], out: str, batch_id: str) -> dict[str, int]:
     """Write one batch's tables."""
     return write_batch(frames, Path(out), batch_id)
@@ -84,7 +90,11 @@ async def run_flow(
     ids = read_ids(ids_file)
     auth: Auth = await resolve_auth(api_url, api_key_secret)
     options = ClientOptions(
-        api_url=api_url, api_version=api_version, concurrency=concurrency, rate_limit_per_s=rate_limit, max_wait_s=max_wait_s
+        api_url=api_url,
+        api_version=api_version,
+        concurrency=concurrency,
+        rate_limit_per_s=rate_limit,
+        max_wait_s=max_wait_s,
     )
     summary = RunSummary()
     run_id = uuid.uuid4().hex[:12]

@@ -41,8 +41,9 @@ class RetryPolicy:
     max_retry_wait_s: float = DEFAULT_MAX_RETRY_WAIT_S
 
     def wait_seconds(self, state: RetryCallState) -> float:
-        """Jittered exponential backoff, raised to the server's Retry-After when it asks more."""
-        backoff = wait_random_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s)(state)
+        """Jittered exponential backoff (never below the initial wait), raised to Retry-After."""
+        jitter = wait_random_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s)(state)
+        backoff = min(self.backoff_initial_s + jitter, self.backoff_max_s)
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None) or 0.0
         return max(backoff, min(retry_after, self.max_retry_wait_s))

@@ -25,9 +25,7 @@ def read_ids(path: str | Path) -> list[str]:
         raise ConfigurationError(f"ids file not found: {path}")
     if path.suffix in (".csv", ".parquet"):
         frame = (
-            pl.read_csv(path, schema_overrides={"id": pl.String})
-            if path.suffix == ".csv"
-            else pl.read_parquet(path)
+            pl.read_csv(path, schema_overrides={"id": pl.String}) if path.suffix == ".csv" else pl.read_parquet(path)
         )
         if "id" not in frame.columns:
             raise ConfigurationError(f"{path} has no `id` column")

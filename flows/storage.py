@@ -43,9 +43,7 @@ def write_parquet_atomic(arrow: pa.Table, path: Path) -> None:
     """Write to a temporary sibling, fsync, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(
-        arrow, tmp, compression=PARQUET_COMPRESSION, row_group_size=ROW_GROUP_SIZE, write_statistics=True
-    )
+    pq.write_table(arrow, tmp, compression=PARQUET_COMPRESSION, row_group_size=ROW_GROUP_SIZE, write_statistics=True)
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     tmp.replace(path)

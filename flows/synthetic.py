@@ -6,11 +6,49 @@ import random
 import uuid
 from typing import Any
 
-_WORDS = (
-    "pain since morning week better worse chest head stomach fever cough sleep tablets dose "
-    "blood pressure allergy family history breath tired dizzy appointment okay yes no right "
-    "sure mm-hmm really often every night day left side sharp dull exam results follow-up"
-).split()
+_WORDS = [
+    "pain",
+    "since",
+    "morning",
+    "week",
+    "better",
+    "worse",
+    "chest",
+    "head",
+    "stomach",
+    "fever",
+    "cough",
+    "sleep",
+    "tablets",
+    "dose",
+    "blood",
+    "pressure",
+    "allergy",
+    "family",
+    "history",
+    "breath",
+    "tired",
+    "dizzy",
+    "appointment",
+    "okay",
+    "yes",
+    "no",
+    "right",
+    "sure",
+    "mm-hmm",
+    "really",
+    "often",
+    "every",
+    "night",
+    "day",
+    "left",
+    "side",
+    "sharp",
+    "dull",
+    "exam",
+    "results",
+    "follow-up",
+]
 MIN_ITEMS, MAX_ITEMS = 50, 400
 MAX_AUDIO_MS = 3_600_000
 

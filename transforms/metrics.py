@@ -49,7 +49,9 @@ def elementary_intervals(items: pl.LazyFrame) -> pl.LazyFrame:
             *(pl.col(_active(s)).cum_sum().over(TID).gt(0) for s in SPEAKERS),
             (pl.col("time_ms").shift(-1).over(TID) - pl.col("time_ms")).fill_null(0).alias("length_ms"),
         )
-        .with_columns(pl.sum_horizontal(*(pl.col(_active(s)).cast(pl.Int32) for s in SPEAKERS)).alias("active_speakers"))
+        .with_columns(
+            pl.sum_horizontal(*(pl.col(_active(s)).cast(pl.Int32) for s in SPEAKERS)).alias("active_speakers")
+        )
     )
 
 
@@ -60,9 +62,13 @@ def _time_where(condition: pl.Expr) -> pl.Expr:
 def speaker_time(items: pl.LazyFrame) -> pl.LazyFrame:
     """Per transcription and speaker: talk_time_ms (union) and overlap_ms (talking over others)."""
     overlapping = pl.col("active_speakers") >= 2
-    per_tid = elementary_intervals(items).group_by(TID).agg(
-        *(_time_where(pl.col(_active(s))).alias(f"talk_time_ms_{s}") for s in SPEAKERS),
-        *(_time_where(pl.col(_active(s)) & overlapping).alias(f"overlap_ms_{s}") for s in SPEAKERS),
+    per_tid = (
+        elementary_intervals(items)
+        .group_by(TID)
+        .agg(
+            *(_time_where(pl.col(_active(s))).alias(f"talk_time_ms_{s}") for s in SPEAKERS),
+            *(_time_where(pl.col(_active(s)) & overlapping).alias(f"overlap_ms_{s}") for s in SPEAKERS),
+        )
     )
     return pl.concat(
         per_tid.select(
@@ -124,9 +130,7 @@ def interruptions(items: pl.LazyFrame) -> pl.LazyFrame:
         .sort(START)
     )
     interrupted = (
-        probes.join_asof(
-            reach, on=START, by=[TID, "other_speaker"], allow_exact_matches=False, check_sortedness=False
-        )
+        probes.join_asof(reach, on=START, by=[TID, "other_speaker"], allow_exact_matches=False, check_sortedness=False)
         .group_by(TID, "item_index", "speaker")
         .agg((pl.col("reach_ms") > pl.col(START)).any().alias("interrupts"))
     )

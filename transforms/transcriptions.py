@@ -33,9 +33,7 @@ def doctor_patient_ratio(speaker_metrics: pl.LazyFrame) -> pl.LazyFrame:
     talk = pl.col("talk_time_ms")
     doctor = talk.filter(pl.col("speaker") == "doctor").first()
     patient = talk.filter(pl.col("speaker") == "patient").first()
-    return speaker_metrics.group_by(TID).agg(
-        pl.when(patient > 0).then(doctor / patient).alias("doctor_patient_ratio")
-    )
+    return speaker_metrics.group_by(TID).agg(pl.when(patient > 0).then(doctor / patient).alias("doctor_patient_ratio"))
 
 
 def item_summary(items: pl.LazyFrame) -> pl.LazyFrame:

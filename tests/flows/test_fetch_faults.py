@@ -1,0 +1,63 @@
+"""The client against the real emulator on loopback with faults on: every id accounted for."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from flows.auth import ApiKeyAuth
+from flows.client import ClientOptions, TranscriptionClient, make_http_client
+from flows.emulator import DEFAULT_API_KEY, EmulatorConfig, Faults
+from flows.emulator_server import EmulatorServer, load_responses
+from flows.outcomes import Outcome
+from flows.retry import RetryPolicy
+from flows.synthetic import synthetic_responses
+from tests.conftest import PRIMOCK
+
+FAST_RETRY = RetryPolicy(max_attempts=12, backoff_initial_s=0.01, backoff_max_s=0.05, max_retry_wait_s=30)
+ALL_FAULTS = Faults(
+    rate_limited=0.05,
+    server_error=0.05,
+    unavailable=0.05,
+    truncated=0.04,
+    not_json=0.04,
+    drop=0.04,
+    stall=0.03,
+    stall_s=2.0,
+    latency_ms=1,
+    jitter_ms=5,
+    retry_after="0",
+)
+
+
+def fetch_all(config: EmulatorConfig, ids: list[str], **options: object) -> list[Outcome]:
+    import httpx
+
+    async def go(url: str) -> list[Outcome]:
+        async with make_http_client(concurrency=8, timeout=httpx.Timeout(0.5)) as http:
+            opts = ClientOptions(api_url=url, retry=FAST_RETRY, **options)  # type: ignore[arg-type]
+            outcomes, down = await TranscriptionClient(http, opts, ApiKeyAuth(DEFAULT_API_KEY)).fetch_many(ids)
+            assert down is None
+            return outcomes
+
+    with EmulatorServer(config) as server:
+        return asyncio.run(go(server.api_url))
+
+
+def comparable(outcomes: list[Outcome]) -> dict[str, tuple]:
+    return {o.transcription_id: (o.status, o.client_request_id, o.error_code, o.items) for o in outcomes}
+
+
+@pytest.fixture(scope="module")
+def responses() -> dict[str, dict]:
+    return load_responses([PRIMOCK]) | synthetic_responses(40, seed=11)
+
+
+def test_thirty_percent_faults_give_the_same_outcomes_as_none(responses: dict[str, dict]) -> None:
+    ids = [*responses, "00000000-0000-4000-8000-00000000dead", "../etc/passwd"]
+    clean = fetch_all(EmulatorConfig(responses=responses), ids)
+    faulty = fetch_all(EmulatorConfig(responses=responses, faults=ALL_FAULTS, seed=5), ids)
+    assert len(faulty) == len(set(ids))
+    assert comparable(faulty) == comparable(clean)
+    assert sum(o.status == "succeeded" for o in faulty) == len(responses)
