@@ -21,8 +21,8 @@ class Auth(Protocol):
         """The Authorization header value to send now."""
         ...
 
-    async def renew(self, http: httpx.AsyncClient) -> None:
-        """Drop cached credentials so the next call obtains fresh ones."""
+    async def renew(self, http: httpx.AsyncClient, rejected: str) -> None:
+        """Drop the cached credentials if they are still the `rejected` header's."""
         ...
 
 
@@ -40,5 +40,5 @@ class ApiKeyAuth:
     async def authorization(self, http: httpx.AsyncClient) -> str:
         return self._header
 
-    async def renew(self, http: httpx.AsyncClient) -> None:
+    async def renew(self, http: httpx.AsyncClient, rejected: str) -> None:
         return None

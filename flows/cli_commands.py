@@ -63,6 +63,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--api-key", help=f"server API key (default: ${API_KEY_ENV}); never logged")
     p.add_argument("--api-version", default=DEFAULT_API_VERSION, help="X-Nabla-Api-Version to send")
+    p.add_argument("--oauth-client-id", help="OAuth client id (dialect B); switches to OAuth client credentials")
+    p.add_argument("--private-key-file", help="PEM file of the OAuth client's RS256 private key")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="ids per fetch/transform/write batch")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight at most")
     p.add_argument("--rate-limit", type=float, default=None, help="requests per second at most")
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--ongoing-polls", type=int, default=0, help="polls answered `ongoing` before the result")
     emu.add_argument("--ongoing-seconds", type=float, default=0.0, help="seconds a result stays `ongoing`")
     emu.add_argument("--write-ids", help="write the served ids to this file and go on serving")
+    emu.add_argument("--oauth-client-id", help="emulate OAuth: accept assertions from this client id")
+    emu.add_argument("--oauth-public-key", help="PEM public key that verifies the client's assertions")
+    emu.add_argument("--token-ttl", type=float, default=3600.0, help="lifetime of issued access tokens (s)")
     _add_fault_options(emu)
 
     run = sub.add_parser("run", help="poll the API for every id and write the datasets")
@@ -114,10 +119,22 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         ongoing_seconds=args.ongoing_seconds,
         faults=_faults(args),
         seed=args.seed,
+        oauth=_oauth_server(args),
     )
     print(f"talktime emulator: {len(responses)} transcriptions on http://{args.host}:{args.port}", flush=True)
     serve(config, args.host, args.port)
     return 0
+
+
+def _oauth_server(args: argparse.Namespace) -> object:
+    if not args.oauth_client_id:
+        return None
+    from flows.emulator_oauth import OAuthServer
+
+    if not args.oauth_public_key:
+        raise SystemExit("talktime emulator: --oauth-client-id needs --oauth-public-key")
+    public_key = Path(args.oauth_public_key).read_text(encoding="utf-8")
+    return OAuthServer(args.oauth_client_id, public_key, token_ttl_s=args.token_ttl)
 
 
 def _run(args: argparse.Namespace) -> RunSummary:
@@ -135,6 +152,8 @@ def _run(args: argparse.Namespace) -> RunSummary:
             concurrency=args.concurrency,
             rate_limit=args.rate_limit,
             max_wait_s=args.max_wait,
+            oauth_client_id=getattr(args, "oauth_client_id", None),
+            private_key_file=getattr(args, "private_key_file", None),
         )
     )
 

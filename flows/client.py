@@ -156,7 +156,7 @@ class TranscriptionClient:
         try:
             response = await self._send(tid)
             if response.status_code == 401 and self._auth.renewable:
-                await self._auth.renew(self._http)
+                await self._auth.renew(self._http, response.request.headers["Authorization"])
                 response = await self._send(tid)
             outcome = self._interpret(tid, response)
         except TransientApiError:

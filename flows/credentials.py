@@ -1,5 +1,11 @@
 """Where credentials come from: a Prefect Secret block, else an environment variable.
 
+Dialect A: an API key (`--api-key`, $TALKTIME_API_KEY, or the Secret block named by
+`api_key_secret`). Dialect B: an OAuth client id (`--oauth-client-id` or
+$TALKTIME_OAUTH_CLIENT_ID) and its RS256 private key, from a file (`--private-key-file` or
+$TALKTIME_OAUTH_PRIVATE_KEY_FILE), the PEM text in $TALKTIME_OAUTH_PRIVATE_KEY, or the Secret
+block named by `private_key_secret`. With a client id, OAuth is used.
+
 Values are read at the edge and handed to an Auth object; they are never logged, never a flow
 parameter, never part of an exception message.
 """
@@ -7,12 +13,16 @@ parameter, never part of an exception message.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import cast
 
 from flows.auth import ApiKeyAuth, Auth
 from flows.errors import ConfigurationError
 
 API_KEY_ENV = "TALKTIME_API_KEY"
+OAUTH_CLIENT_ID_ENV = "TALKTIME_OAUTH_CLIENT_ID"
+PRIVATE_KEY_ENV = "TALKTIME_OAUTH_PRIVATE_KEY"
+PRIVATE_KEY_FILE_ENV = "TALKTIME_OAUTH_PRIVATE_KEY_FILE"
 
 
 async def read_secret(block_name: str, env_name: str) -> str | None:
@@ -27,8 +37,36 @@ async def read_secret(block_name: str, env_name: str) -> str | None:
     return str(value) if value else None
 
 
-async def resolve_auth(api_url: str, api_key_secret: str) -> Auth:
-    """The credentials for `api_url`: an API key (dialect A)."""
+async def _private_key(private_key_file: str | None, private_key_secret: str) -> str:
+    path = private_key_file or os.environ.get(PRIVATE_KEY_FILE_ENV)
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the OAuth private key file {path}: {exc.strerror}") from None
+    key = await read_secret(private_key_secret, PRIVATE_KEY_ENV)
+    if not key:
+        raise ConfigurationError(
+            f"no OAuth private key: pass --private-key-file, set {PRIVATE_KEY_FILE_ENV} or {PRIVATE_KEY_ENV},"
+            f" or create the Prefect Secret block '{private_key_secret}'"
+        )
+    return key
+
+
+async def resolve_auth(
+    api_url: str,
+    api_key_secret: str,
+    *,
+    oauth_client_id: str | None = None,
+    private_key_file: str | None = None,
+    private_key_secret: str = "talktime-oauth-private-key",
+) -> Auth:
+    """The credentials for `api_url`: OAuth client credentials when a client id is given, else an API key."""
+    from flows.oauth import OAuthClientCredentials
+
+    client_id = oauth_client_id or os.environ.get(OAUTH_CLIENT_ID_ENV)
+    if client_id:
+        return OAuthClientCredentials(api_url, client_id, await _private_key(private_key_file, private_key_secret))
     api_key = await read_secret(api_key_secret, API_KEY_ENV)
     if not api_key:
         raise ConfigurationError(

@@ -81,14 +81,24 @@ async def run_flow(
     rate_limit: float | None = None,
     max_wait_s: float = 60.0,
     api_key_secret: str = "talktime-api-key",
+    oauth_client_id: str | None = None,
+    private_key_file: str | None = None,
+    private_key_secret: str = "talktime-oauth-private-key",
 ) -> RunSummary:
     """Poll the API for every id in `ids_file` and write the four tables under `out`.
 
-    The API key is never a parameter (parameters are stored by Prefect): it comes from the
-    Prefect Secret block `api_key_secret` or the TALKTIME_API_KEY environment variable.
+    Secrets are never parameters (Prefect stores parameters): the API key comes from the Secret
+    block `api_key_secret` or $TALKTIME_API_KEY; with `oauth_client_id`, the private key comes
+    from `private_key_file`, the Secret block `private_key_secret` or the environment.
     """
     ids = read_ids(ids_file)
-    auth: Auth = await resolve_auth(api_url, api_key_secret)
+    auth: Auth = await resolve_auth(
+        api_url,
+        api_key_secret,
+        oauth_client_id=oauth_client_id,
+        private_key_file=private_key_file,
+        private_key_secret=private_key_secret,
+    )
     options = ClientOptions(
         api_url=api_url,
         api_version=api_version,
