@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--out", required=True, help="output directory")
     ing.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
 
+    hook = sub.add_parser("webhook", help="receive the vendor's webhook events into a landing folder")
+    hook.add_argument("--host", default="127.0.0.1")
+    hook.add_argument("--port", type=int, default=8766)
+    hook.add_argument("--landing", required=True, help="folder where events land as NDJSON files")
+    hook.add_argument("--secret-env", required=True, help="name of the environment variable holding the secret")
+
     demo = sub.add_parser("demo", help="run the whole pipeline on the bundled sample via the emulator")
     demo.add_argument("--out", default="data/output", help="output directory (its tables are rewritten)")
     demo.add_argument("--samples", default=str(DEFAULT_SAMPLES), help="the sample folder")
@@ -198,6 +204,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if summary.stopped_early else 0
 
 
+def cmd_webhook(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from flows.errors import ConfigurationError
+    from flows.webhook import WebhookApp
+
+    secret = os.environ.get(args.secret_env)
+    if not secret:
+        raise ConfigurationError(f"the webhook secret variable {args.secret_env} is not set")
+    app = WebhookApp(Path(args.landing), secret)
+    print(f"talktime webhook: landing events in {args.landing} from http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="off")
+    return 0
+
+
 def print_summary(summary: RunSummary, out: str | Path) -> None:
     """The run's outcomes, talk time by speaker, and where the tables are."""
     import polars as pl
@@ -220,4 +241,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "ingest": cmd_ingest,
     "demo": cmd_demo,
+    "webhook": cmd_webhook,
 }

@@ -11,22 +11,16 @@ concurrency.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from flows.asgi import Receive, Scope, Send, header_map, read_body, send_bytes, send_json
 from flows.emulator_dialects import render_dialect_b, resolve_version
 from flows.outcomes import is_uuid
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_API_KEY = "talktime-dev-key"
 PREFIX_A = "/v1/copilot-api/server"
@@ -92,27 +86,27 @@ class EmulatorApp:
             return
         path: str = scope["path"]
         if self.config.oauth is not None and path == f"{PREFIX_B}/oauth/token" and scope["method"] == "POST":
-            body = await _read_body(receive)
+            body = await read_body(receive)
             status, payload = self.config.oauth.token_response(body)
-            await _send_json(send, status, payload)
+            await send_json(send, status, payload)
             return
         for prefix in (PREFIX_A, PREFIX_B):
             if path.startswith(f"{prefix}/transcribe-async/") and scope["method"] == "GET":
                 await self._transcribe_async(scope, send, prefix, path[len(prefix) + 18 :])
                 return
-        await _send_json(send, 404, {"code": "route_not_found", "message": "no such route"})
+        await send_json(send, 404, {"code": "route_not_found", "message": "no such route"})
 
     async def _transcribe_async(self, scope: Scope, send: Send, prefix: str, raw_id: str) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = header_map(scope)
         self.request_log.append((time.monotonic(), raw_id))
         if not self._authorized(headers.get("authorization", "")):
-            await _send_json(send, 401, {"code": "unauthorized", "message": "missing or invalid credentials"})
+            await send_json(send, 401, {"code": "unauthorized", "message": "missing or invalid credentials"})
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         requested = headers.get("x-nabla-api-version") or next(iter(query.get("nabla-api-version", [])), None)
         dialect = resolve_version(prefix == PREFIX_B, requested)
         if dialect is None:
-            await _send_json(send, 400, {"code": "invalid_api_version", "message": "unknown API version"})
+            await send_json(send, 400, {"code": "invalid_api_version", "message": "unknown API version"})
             return
         key = raw_id.lower()
         n = self.requests[key]
@@ -121,7 +115,7 @@ class EmulatorApp:
         if await self._injected_fault(send, rng):
             return
         if self.config.down:
-            await _send_json(send, 503, {"code": "unavailable", "message": "down"}, {"retry-after": "0"})
+            await send_json(send, 503, {"code": "unavailable", "message": "down"}, {"retry-after": "0"})
             return
         await self._answer(send, raw_id, key, dialect)
 
@@ -140,60 +134,38 @@ class EmulatorApp:
             return False
         if kind == "rate_limited":
             extra = {"retry-after": faults.retry_after} if faults.retry_after is not None else {}
-            await _send_json(send, 429, {"code": "rate_limited", "message": "slow down"}, extra)
+            await send_json(send, 429, {"code": "rate_limited", "message": "slow down"}, extra)
         elif kind in ("server_error", "unavailable"):
             status = 500 if kind == "server_error" else 503
-            await _send_json(send, status, {"code": kind, "message": "injected"})
+            await send_json(send, status, {"code": kind, "message": "injected"})
         elif kind == "truncated":
-            await _send_bytes(send, 200, b'{"id": "00000000-0000-4000-8000-0000000', "application/json")
+            await send_bytes(send, 200, b'{"id": "00000000-0000-4000-8000-0000000', "application/json")
         elif kind == "not_json":
-            await _send_bytes(send, 200, b"<html>Bad gateway</html>", "text/html")
+            await send_bytes(send, 200, b"<html>Bad gateway</html>", "text/html")
         elif kind == "drop":
             await _drop_connection(send)
         else:
             await asyncio.sleep(faults.stall_s)
-            await _send_json(send, 503, {"code": "stalled", "message": "injected stall"})
+            await send_json(send, 503, {"code": "stalled", "message": "injected stall"})
         return True
 
     async def _answer(self, send: Send, raw_id: str, key: str, dialect: str) -> None:
         if not is_uuid(raw_id):
-            await _send_json(send, 400, {"code": "invalid_id", "message": "id is not a UUID"})
+            await send_json(send, 400, {"code": "invalid_id", "message": "id is not a UUID"})
             return
         record = self.config.responses.get(key)
         if record is None:
-            await _send_json(send, 404, {"code": "not_found", "message": "unknown or expired id"})
+            await send_json(send, 404, {"code": "not_found", "message": "unknown or expired id"})
             return
         if self._still_ongoing(key):
             record = {k: v for k, v in record.items() if k != "payload"} | {"status": "ongoing"}
-        await _send_json(send, 200, render_dialect_b(record) if dialect == "B" else record)
+        await send_json(send, 200, render_dialect_b(record) if dialect == "B" else record)
 
     def _still_ongoing(self, key: str) -> bool:
         now = time.monotonic()
         first = self._first_seen.setdefault(key, now)
         polls = self.requests[key]
         return polls <= self.config.ongoing_polls or now - first < self.config.ongoing_seconds
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _send_bytes(
-    send: Send, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
-) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_json(send: Send, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
-    await _send_bytes(send, status, json.dumps(payload).encode(), "application/json", extra)
 
 
 async def _drop_connection(send: Send) -> None:

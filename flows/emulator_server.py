@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -39,7 +39,7 @@ class _HideInjectedDrops(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_HideInjectedDrops())
 
 
-def _uvicorn_config(app: EmulatorApp, host: str, port: int) -> uvicorn.Config:
+def _uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1
     )
@@ -50,13 +50,13 @@ def serve(config: EmulatorConfig, host: str, port: int) -> None:
     uvicorn.Server(_uvicorn_config(EmulatorApp(config), host, port)).run()
 
 
-class EmulatorServer:
-    """The emulator on a free loopback port in a background thread: `with EmulatorServer(c) as s:`."""
+class BackgroundServer:
+    """An ASGI app on a free loopback port in a background thread: `with BackgroundServer(app) as s:`."""
 
-    def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.app = EmulatorApp(config)
-        self._server = uvicorn.Server(_uvicorn_config(self.app, host, port))
-        self._thread = threading.Thread(target=self._server.run, name="talktime-emulator", daemon=True)
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self._server = uvicorn.Server(_uvicorn_config(app, host, port))
+        self._thread = threading.Thread(target=self._server.run, name="talktime-server", daemon=True)
         self.host = host
         self.port = port
 
@@ -64,17 +64,12 @@ class EmulatorServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def api_url(self) -> str:
-        """The dialect-A base URL that `/transcribe-async/{id}` is appended to."""
-        return f"{self.base_url}{PREFIX_A}"
-
-    def __enter__(self) -> EmulatorServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the emulator did not start")
+                raise RuntimeError("the server did not start")
             time.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
         return self
@@ -82,3 +77,17 @@ class EmulatorServer:
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+class EmulatorServer(BackgroundServer):
+    """The API emulator in a background thread."""
+
+    app: EmulatorApp
+
+    def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(EmulatorApp(config), host, port)
+
+    @property
+    def api_url(self) -> str:
+        """The dialect-A base URL that `/transcribe-async/{id}` is appended to."""
+        return f"{self.base_url}{PREFIX_A}"
