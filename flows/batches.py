@@ -35,15 +35,16 @@ class RunSummary:
     statuses: Counter[str] = field(default_factory=Counter)
     rows: Counter[str] = field(default_factory=Counter)
     batches: int = 0
+    already_final: int = 0
     stopped_early: str | None = None
     skipped: list[str] = field(default_factory=list)
     talk: list[pl.DataFrame] = field(default_factory=list)
 
-    def add(self, frames: dict[str, pl.DataFrame], rows: dict[str, int]) -> None:
-        """Account for one written batch."""
+    def add(self, polled: list[Outcome], frames: dict[str, pl.DataFrame]) -> None:
+        """Account for one committed batch: what was polled, and the rows written."""
         self.batches += 1
-        self.rows.update(rows)
-        self.statuses.update(frames["transcriptions"].get_column("status").to_list())
+        self.statuses.update(o.status for o in polled)
+        self.rows.update({table: frame.height for table, frame in frames.items()})
         self.talk.append(
             frames["speaker_metrics"].group_by("speaker").agg(pl.col("talk_time_ms").sum(), pl.len().alias("rows"))
         )
@@ -72,6 +73,7 @@ class RunSummary:
             "statuses": dict(self.statuses),
             "rows": dict(self.rows),
             "batches": self.batches,
+            "already_final": self.already_final,
             "stopped_early": self.stopped_early,
             "skipped_inputs": len(self.skipped),
         }

@@ -69,6 +69,22 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight at most")
     p.add_argument("--rate-limit", type=float, default=None, help="requests per second at most")
     p.add_argument("--max-wait", type=float, default=DEFAULT_MAX_WAIT_S, help="seconds to re-poll ongoing ids")
+    p.add_argument(
+        "--expire-after",
+        type=parse_duration,
+        default=parse_duration("24h"),
+        help="mark ids still pending this long after first seen as `expired` (e.g. 90m, 24h, 2d; default 24h)",
+    )
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '3600', '90s', '90m', '24h' or '2d'."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90m, 24h, 2d)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +174,7 @@ def _run(args: argparse.Namespace) -> RunSummary:
             concurrency=args.concurrency,
             rate_limit=args.rate_limit,
             max_wait_s=args.max_wait,
+            expire_after_s=getattr(args, "expire_after", 24 * 3600.0),
             oauth_client_id=getattr(args, "oauth_client_id", None),
             private_key_file=getattr(args, "private_key_file", None),
         )
@@ -183,8 +200,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     samples = Path(args.samples)
     out = Path(args.out)
-    for table in TABLE_NAMES:
-        shutil.rmtree(out / table, ignore_errors=True)
+    for owned in (*TABLE_NAMES, "_talktime"):
+        shutil.rmtree(out / owned, ignore_errors=True)
     config = EmulatorConfig(responses=load_responses([samples / "responses"]), ongoing_polls=1)
     with EmulatorServer(config) as server:
         print(f"talktime demo: emulator on {server.api_url}", flush=True)
@@ -229,6 +246,8 @@ def print_summary(summary: RunSummary, out: str | Path) -> None:
         print("\nTalk time by speaker (all succeeded transcriptions)")
         print(summary.talk_table())
     print("\nRows written: " + ", ".join(f"{t} {summary.rows.get(t, 0)}" for t in TABLE_NAMES))
+    if summary.already_final:
+        print(f"Already final from earlier runs (not fetched again): {summary.already_final}")
     if summary.skipped:
         print(f"Skipped {len(summary.skipped)} unreadable input records (see the log).")
     if summary.stopped_early:

@@ -1,13 +1,13 @@
 """The Prefect flows: poll the API (`run_flow`) or read saved responses (`ingest_flow`).
 
-Each flow reads like a table of contents: fetch a batch -> transform it -> write it.
-Tasks are coarse (one per batch, never per transcription) and only I/O tasks retry.
+Each flow reads like a table of contents: recover the output, plan from the ledger, then per
+batch fetch -> transform -> write. Tasks are coarse (one per batch, never per transcription),
+and only the write task retries, only on storage errors.
 """
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 from prefect import flow, get_run_logger, task
@@ -20,16 +20,17 @@ from flows.client import ClientOptions, TranscriptionClient, make_http_client
 from flows.credentials import resolve_auth
 from flows.errors import ApiUnavailableError, StorageError
 from flows.ingest import outcomes_from_files
+from flows.ledger import changed, plan_run
 from flows.outcomes import Outcome, unique_ids
 from flows.sources import read_ids
-from flows.storage import write_batch
+from flows.steps import commit_outcomes, recover_and_load
 
 DEFAULT_BATCH_SIZE = 200
 SUMMARY_ARTIFACT = "talktime-run-summary"
 
 
 def _storage_is_transient(task_: object, task_run: object, state: object) -> bool:
-    """Retry writes only for storage errors (a full disk or a flaky mount), never for bugs."""
+    """Retry writes only for storage errors (a full disk, a flaky store), never for bugs."""
     try:
         state.result()  # type: ignore[attr-defined]
     except StorageError:
@@ -37,6 +38,15 @@ def _storage_is_transient(task_: object, task_run: object, state: object) -> boo
     except Exception:
         return False
     return False
+
+
+@task(name="recover-output", cache_policy=NO_CACHE)
+def recover_output(out: str) -> pl.DataFrame:
+    """Finish or drop what a crashed run left, then read the ledger."""
+    ledger, finished = recover_and_load(out)
+    if finished:
+        get_run_logger().warning("recovered %d batch(es) committed by an interrupted run", finished)
+    return ledger
 
 
 @task(name="fetch-batch", cache_policy=NO_CACHE)
@@ -58,9 +68,11 @@ def transform_batch(outcomes: list[Outcome]) -> dict[str, pl.DataFrame]:
     retry_delay_seconds=2,
     retry_condition_fn=_storage_is_transient,
 )
-def write_batch_task(frames: dict[str, pl.DataFrame], out: str, batch_id: str) -> dict[str, int]:
-    """Write one batch's tables."""
-    return write_batch(frames, Path(out), batch_id)
+def write_batch(
+    out: str, frames: dict[str, pl.DataFrame], polled: list[Outcome], written: list[Outcome], ledger: pl.DataFrame
+) -> pl.DataFrame:
+    """Commit one batch's rows, the rows they supersede, and the ledger; returns the new ledger."""
+    return commit_outcomes(out, frames, polled, written, ledger)
 
 
 def _summary_markdown(summary: RunSummary, out: str) -> str:
@@ -80,18 +92,19 @@ async def run_flow(
     concurrency: int = 8,
     rate_limit: float | None = None,
     max_wait_s: float = 60.0,
+    expire_after_s: float = 24 * 3600.0,
     api_key_secret: str = "talktime-api-key",
     oauth_client_id: str | None = None,
     private_key_file: str | None = None,
     private_key_secret: str = "talktime-oauth-private-key",
 ) -> RunSummary:
-    """Poll the API for every id in `ids_file` and write the four tables under `out`.
+    """Poll the API for the ids in `ids_file` that are not final yet and update the datasets in `out`.
 
     Secrets are never parameters (Prefect stores parameters): the API key comes from the Secret
     block `api_key_secret` or $TALKTIME_API_KEY; with `oauth_client_id`, the private key comes
     from `private_key_file`, the Secret block `private_key_secret` or the environment.
     """
-    ids = read_ids(ids_file)
+    ids = unique_ids(read_ids(ids_file))
     auth: Auth = await resolve_auth(
         api_url,
         api_key_secret,
@@ -99,21 +112,19 @@ async def run_flow(
         private_key_file=private_key_file,
         private_key_secret=private_key_secret,
     )
-    options = ClientOptions(
-        api_url=api_url,
-        api_version=api_version,
-        concurrency=concurrency,
-        rate_limit_per_s=rate_limit,
-        max_wait_s=max_wait_s,
-    )
-    summary = RunSummary()
-    run_id = uuid.uuid4().hex[:12]
+    ledger = recover_output(out)
+    plan = plan_run(ledger, ids, datetime.now(UTC), timedelta(seconds=expire_after_s))
+    summary = RunSummary(already_final=plan.already_final)
+    options = ClientOptions(api_url, api_version, concurrency, rate_limit, max_wait_s)
     async with make_http_client(concurrency=concurrency) as http:
         client = TranscriptionClient(http, options, auth)
-        for n, batch in enumerate(batched(unique_ids(ids), batch_size)):
-            outcomes, down = await fetch_batch(client, list(batch))
-            frames = transform_batch(outcomes)
-            summary.add(frames, write_batch_task(frames, out, f"{run_id}-{n:05d}"))
+        for n, batch in enumerate(batched(plan.to_fetch, batch_size) if plan.to_fetch else [[]]):
+            fetched, down = await fetch_batch(client, batch)
+            polled = fetched + (plan.expired if n == 0 else [])
+            written = changed(ledger, polled)
+            frames = transform_batch(written)
+            ledger = write_batch(out, frames, polled, written, ledger)
+            summary.add(polled, frames)
             if down is not None:
                 summary.stopped_early = str(down)
                 break
@@ -123,15 +134,17 @@ async def run_flow(
 
 @flow(name="talktime-ingest", log_prints=False)
 def ingest_flow(inputs: list[str], out: str, batch_size: int = DEFAULT_BATCH_SIZE) -> RunSummary:
-    """Read saved API responses or webhook events (no network) and write the four tables."""
+    """Read saved API responses or webhook events (no network) and update the datasets in `out`."""
     outcomes, skipped = outcomes_from_files(inputs)
-    summary = RunSummary()
-    run_id = uuid.uuid4().hex[:12]
-    for n, batch in enumerate(batched(outcomes, batch_size)):
-        frames = transform_batch(list(batch))
-        summary.add(frames, write_batch_task(frames, out, f"{run_id}-{n:05d}"))
+    ledger = recover_output(out)
+    final = set(ledger.filter(pl.col("final"))["transcription_id"])
+    summary = RunSummary(already_final=sum(o.transcription_id in final for o in outcomes), skipped=skipped)
+    for batch in batched([o for o in outcomes if o.transcription_id not in final], batch_size):
+        written = changed(ledger, batch)
+        frames = transform_batch(written)
+        ledger = write_batch(out, frames, batch, written, ledger)
+        summary.add(batch, frames)
     if skipped:
         get_run_logger().warning("skipped %d unreadable input records: %s", len(skipped), "; ".join(skipped[:20]))
-    summary.skipped = skipped
     create_markdown_artifact(markdown=_summary_markdown(summary, out), key=SUMMARY_ARTIFACT)
     return summary

@@ -1,0 +1,147 @@
+"""The datasets' guarantees: idempotent, crash-safe (kill -9), replacement, readable while written."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.store import CRASH_ENV, Store
+from tests.conftest import PRIMOCK, SAMPLES
+from tests.crash_driver import ingest
+from transforms.schemas import TABLES
+
+ROOT = Path(__file__).resolve().parents[2]
+KILL_POINTS = 24
+
+
+def snapshot(out: Path) -> dict[str, pl.DataFrame]:
+    """Every table's rows, without the columns that depend on when they were written."""
+    tables = {}
+    for table, schema in TABLES.items():
+        frame = pl.read_parquet(f"{out}/{table}/**/*.parquet", hive_partitioning=False).select(schema.names())
+        tables[table] = frame.drop("fetched_at", strict=False).sort(pl.all())
+    return tables
+
+
+def assert_same(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None:
+    for table in TABLES:
+        assert a[table].equals(b[table]), table
+
+
+def nothing_pending(out: Path) -> bool:
+    store = Store(str(out))
+    return not store.list("_talktime/staging") and not store.list("_talktime/commits")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Twelve consultations, plus failed/ongoing/messy ones, plus an updated ongoing -> succeeded."""
+    folder = tmp_path_factory.mktemp("inputs")
+    later = folder / "z_later.ndjson"
+    ongoing = json.loads((SAMPLES / "responses" / "demo_extra.ndjson").read_text().splitlines()[2])
+    done = ongoing | {
+        "status": "succeeded",
+        "payload": {"transcript": [{"speaker": "doctor", "start_time_ms": 0, "end_time_ms": 5, "text": "hi"}]},
+    }
+    later.write_text(json.dumps(done) + "\n")
+    return [*map(str, sorted(PRIMOCK.glob("*.json"))[:12]), str(SAMPLES / "responses" / "demo_extra.ndjson")]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory, inputs: list[str]) -> tuple[dict[str, pl.DataFrame], int]:
+    out = tmp_path_factory.mktemp("clean")
+    ops = ingest(str(out), 4, inputs)
+    return snapshot(out), ops
+
+
+def test_one_row_per_transcription_and_every_item_accounted_for(clean: tuple[dict, int], inputs: list[str]) -> None:
+    tables, _ = clean
+    assert tables["transcriptions"]["transcription_id"].is_unique().all()
+    assert tables["transcriptions"].height == 16
+    items = tables["transcript_items"].height + tables["rejected_items"].height
+    expected = sum(len(json.loads(Path(p).read_text())["payload"]["transcript"]) for p in inputs[:12]) + 9
+    assert items == expected
+
+
+def test_rerun_changes_nothing(tmp_path: Path, inputs: list[str], clean: tuple[dict, int]) -> None:
+    def data_files() -> list[Path]:
+        return sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet") if "_talktime" not in p.parts)
+
+    ingest(str(tmp_path), 4, inputs)
+    files = data_files()
+    ingest(str(tmp_path), 4, inputs)
+    assert data_files() == files
+    assert_same(snapshot(tmp_path), clean[0])
+
+
+def test_ongoing_then_succeeded_leaves_only_the_final_state(tmp_path: Path, inputs: list[str]) -> None:
+    ingest(str(tmp_path), 4, inputs)
+    ongoing_id = json.loads((SAMPLES / "responses" / "demo_extra.ndjson").read_text().splitlines()[2])["id"].lower()
+    later = Path(inputs[0]).parent.parent / "later"
+    later.mkdir(exist_ok=True)
+    event = json.loads((SAMPLES / "responses" / "demo_extra.ndjson").read_text().splitlines()[2])
+    event |= {
+        "status": "succeeded",
+        "payload": {"transcript": [{"speaker": "doctor", "start_time_ms": 0, "end_time_ms": 5}]},
+    }
+    (later / "update.json").write_text(json.dumps({"id": "e", "type": "transcribe_async.succeeded", "data": event}))
+    ingest(str(tmp_path), 4, [str(later / "update.json")])
+    rows = snapshot(tmp_path)["transcriptions"].filter(pl.col("transcription_id") == ongoing_id)
+    assert rows["status"].to_list() == ["succeeded"]
+    assert snapshot(tmp_path)["transcriptions"].height == 16
+    ingest(str(tmp_path), 4, inputs)  # the old ongoing record again: the id is final now, nothing changes
+    assert snapshot(tmp_path)["transcriptions"].filter(pl.col("transcription_id") == ongoing_id)[
+        "status"
+    ].to_list() == ["succeeded"]
+
+
+def test_kill_9_at_random_points_then_rerun_equals_a_clean_run(
+    tmp_path: Path, inputs: list[str], clean: tuple[dict, int]
+) -> None:
+    expected, total_ops = clean
+    points = random.Random(os.environ.get("TALKTIME_CRASH_SEED", "2026")).sample(range(1, total_ops + 1), KILL_POINTS)
+    for point in points:
+        out = tmp_path / f"crash-{point}"
+        env = os.environ | {CRASH_ENV: str(point)}
+        command = [sys.executable, "-m", "tests.crash_driver", str(out), "4", *inputs]
+        killed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
+        assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+        ingest(str(out), 4, inputs)
+        assert nothing_pending(out)
+        assert_same(snapshot(out), expected)
+
+
+def test_a_reader_never_sees_a_partial_file_or_duplicates(tmp_path: Path, inputs: list[str]) -> None:
+    reads: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read_loop() -> None:
+        while not stop.is_set():
+            try:
+                frame = pl.read_parquet(f"{tmp_path}/transcriptions/**/*.parquet")
+                assert frame["transcription_id"].is_unique().all()
+                reads.append(frame.height)
+            except (FileNotFoundError, pl.exceptions.ComputeError) as exc:
+                if "expanded paths were empty" not in str(exc) and not isinstance(exc, FileNotFoundError):
+                    errors.append(exc)  # anything but "nothing committed yet"
+            except BaseException as exc:
+                errors.append(exc)
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    try:
+        ingest(str(tmp_path), 2, inputs)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert reads and reads == sorted(reads)
