@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.client import DEFAULT_API_VERSION, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT_S
+from flows.client import DEFAULT_API_VERSION, DEFAULT_CONCURRENCY, DEFAULT_DOWN_AFTER_S, DEFAULT_MAX_WAIT_S
 from flows.credentials import API_KEY_ENV
 from flows.emulator import DEFAULT_API_KEY, EmulatorConfig, Faults
+from flows.retry import DEFAULT_MAX_ATTEMPTS
 
 if TYPE_CHECKING:
     from flows.batches import RunSummary
@@ -69,6 +70,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight at most")
     p.add_argument("--rate-limit", type=float, default=None, help="requests per second at most")
     p.add_argument("--max-wait", type=float, default=DEFAULT_MAX_WAIT_S, help="seconds to re-poll ongoing ids")
+    p.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, help="attempts per request at most")
+    p.add_argument(
+        "--give-up-after",
+        type=parse_duration,
+        default=DEFAULT_DOWN_AFTER_S,
+        help="stop the run early when every request has failed this long (default 5m)",
+    )
     p.add_argument(
         "--expire-after",
         type=parse_duration,
@@ -175,6 +183,8 @@ def _run(args: argparse.Namespace) -> RunSummary:
             rate_limit=args.rate_limit,
             max_wait_s=args.max_wait,
             expire_after_s=getattr(args, "expire_after", 24 * 3600.0),
+            max_attempts=getattr(args, "max_attempts", DEFAULT_MAX_ATTEMPTS),
+            down_after_s=getattr(args, "give_up_after", DEFAULT_DOWN_AFTER_S),
             oauth_client_id=getattr(args, "oauth_client_id", None),
             private_key_file=getattr(args, "private_key_file", None),
         )

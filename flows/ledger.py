@@ -103,7 +103,13 @@ def updated_ledger(
             "last_polled_at": [now] * len(polled),
             "new_batch_id": [batch_id if o.transcription_id in written_ids else None for o in polled],
         },
-        schema_overrides={"last_polled_at": UTC_TIMESTAMP, "new_batch_id": pl.String()},
+        schema={
+            "transcription_id": pl.String(),
+            "status": pl.String(),
+            "final": pl.Boolean(),
+            "last_polled_at": UTC_TIMESTAMP,
+            "new_batch_id": pl.String(),
+        },
     )
     merged = ledger.join(update, on="transcription_id", how="full", coalesce=True, suffix="_new")
     written_now = pl.col("new_batch_id").is_not_null()

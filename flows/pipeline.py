@@ -16,12 +16,13 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.auth import Auth
 from flows.batches import RunSummary, batched, transform_outcomes
-from flows.client import ClientOptions, TranscriptionClient, make_http_client
+from flows.client import DEFAULT_DOWN_AFTER_S, ClientOptions, TranscriptionClient, make_http_client
 from flows.credentials import resolve_auth
 from flows.errors import ApiUnavailableError, StorageError
 from flows.ingest import outcomes_from_files
 from flows.ledger import changed, plan_run
 from flows.outcomes import Outcome, unique_ids
+from flows.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy
 from flows.sources import read_ids
 from flows.steps import commit_outcomes, recover_and_load
 
@@ -93,6 +94,8 @@ async def run_flow(
     rate_limit: float | None = None,
     max_wait_s: float = 60.0,
     expire_after_s: float = 24 * 3600.0,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    down_after_s: float = DEFAULT_DOWN_AFTER_S,
     api_key_secret: str = "talktime-api-key",
     oauth_client_id: str | None = None,
     private_key_file: str | None = None,
@@ -115,7 +118,8 @@ async def run_flow(
     ledger = recover_output(out)
     plan = plan_run(ledger, ids, datetime.now(UTC), timedelta(seconds=expire_after_s))
     summary = RunSummary(already_final=plan.already_final)
-    options = ClientOptions(api_url, api_version, concurrency, rate_limit, max_wait_s)
+    retry = RetryPolicy(max_attempts=max_attempts)
+    options = ClientOptions(api_url, api_version, concurrency, rate_limit, max_wait_s, down_after_s, retry)
     async with make_http_client(concurrency=concurrency) as http:
         client = TranscriptionClient(http, options, auth)
         for n, batch in enumerate(batched(plan.to_fetch, batch_size) if plan.to_fetch else [[]]):

@@ -61,3 +61,19 @@ def test_thirty_percent_faults_give_the_same_outcomes_as_none(responses: dict[st
     assert len(faulty) == len(set(ids))
     assert comparable(faulty) == comparable(clean)
     assert sum(o.status == "succeeded" for o in faulty) == len(responses)
+
+
+def test_the_rate_limit_holds_at_the_server(responses: dict[str, dict]) -> None:
+    """Request timestamps measured by the emulator: the n-th comes n intervals after the first, or later."""
+    ids = list(responses)[:15]
+    with EmulatorServer(EmulatorConfig(responses=responses)) as server:
+
+        async def go() -> None:
+            async with make_http_client(concurrency=8) as http:
+                options = ClientOptions(api_url=server.api_url, rate_limit_per_s=20.0, concurrency=8)
+                await TranscriptionClient(http, options, ApiKeyAuth(DEFAULT_API_KEY)).fetch_many(ids)
+
+        asyncio.run(go())
+        stamps = sorted(t for t, _ in server.app.request_log)
+    assert len(stamps) == len(ids)
+    assert all(stamps[k] - stamps[0] >= k / 20.0 - 0.02 for k in range(len(stamps)))

@@ -42,16 +42,8 @@ def nothing_pending(out: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """Twelve consultations, plus failed/ongoing/messy ones, plus an updated ongoing -> succeeded."""
-    folder = tmp_path_factory.mktemp("inputs")
-    later = folder / "z_later.ndjson"
-    ongoing = json.loads((SAMPLES / "responses" / "demo_extra.ndjson").read_text().splitlines()[2])
-    done = ongoing | {
-        "status": "succeeded",
-        "payload": {"transcript": [{"speaker": "doctor", "start_time_ms": 0, "end_time_ms": 5, "text": "hi"}]},
-    }
-    later.write_text(json.dumps(done) + "\n")
+def inputs() -> list[str]:
+    """Twelve consultations, plus failed, ongoing and messy ones."""
     return [*map(str, sorted(PRIMOCK.glob("*.json"))[:12]), str(SAMPLES / "responses" / "demo_extra.ndjson")]
 
 
@@ -83,22 +75,22 @@ def test_rerun_changes_nothing(tmp_path: Path, inputs: list[str], clean: tuple[d
 
 
 def test_ongoing_then_succeeded_leaves_only_the_final_state(tmp_path: Path, inputs: list[str]) -> None:
-    ingest(str(tmp_path), 4, inputs)
+    ingest(str(tmp_path / "out"), 4, inputs)
     ongoing_id = json.loads((SAMPLES / "responses" / "demo_extra.ndjson").read_text().splitlines()[2])["id"].lower()
-    later = Path(inputs[0]).parent.parent / "later"
-    later.mkdir(exist_ok=True)
+    later = tmp_path / "later"
+    later.mkdir()
     event = json.loads((SAMPLES / "responses" / "demo_extra.ndjson").read_text().splitlines()[2])
     event |= {
         "status": "succeeded",
         "payload": {"transcript": [{"speaker": "doctor", "start_time_ms": 0, "end_time_ms": 5}]},
     }
     (later / "update.json").write_text(json.dumps({"id": "e", "type": "transcribe_async.succeeded", "data": event}))
-    ingest(str(tmp_path), 4, [str(later / "update.json")])
-    rows = snapshot(tmp_path)["transcriptions"].filter(pl.col("transcription_id") == ongoing_id)
+    ingest(str(tmp_path / "out"), 4, [str(later / "update.json")])
+    rows = snapshot(tmp_path / "out")["transcriptions"].filter(pl.col("transcription_id") == ongoing_id)
     assert rows["status"].to_list() == ["succeeded"]
-    assert snapshot(tmp_path)["transcriptions"].height == 16
-    ingest(str(tmp_path), 4, inputs)  # the old ongoing record again: the id is final now, nothing changes
-    assert snapshot(tmp_path)["transcriptions"].filter(pl.col("transcription_id") == ongoing_id)[
+    assert snapshot(tmp_path / "out")["transcriptions"].height == 16
+    ingest(str(tmp_path / "out"), 4, inputs)  # the old ongoing record again: the id is final now, nothing changes
+    assert snapshot(tmp_path / "out")["transcriptions"].filter(pl.col("transcription_id") == ongoing_id)[
         "status"
     ].to_list() == ["succeeded"]
 
