@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--out", required=True, help="output directory")
     ing.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
 
+    comp = sub.add_parser("compact", help="merge each partition's small files (readers see the same rows)")
+    comp.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
+
     hook = sub.add_parser("webhook", help="receive the vendor's webhook events into a landing folder")
     hook.add_argument("--host", default="127.0.0.1")
     hook.add_argument("--port", type=int, default=8766)
@@ -231,6 +234,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if summary.stopped_early else 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from flows.compact import compact
+
+    before, after = compact(str(args.out))
+    print(f"talktime compact: {before} data files -> {after}")
+    return 0
+
+
 def cmd_webhook(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -271,4 +282,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ingest": cmd_ingest,
     "demo": cmd_demo,
     "webhook": cmd_webhook,
+    "compact": cmd_compact,
 }

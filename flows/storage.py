@@ -113,10 +113,11 @@ def commit_batch(
     """
     staging = f"{INTERNAL}/staging/{batch_id}"
     record = CommitRecord(batch_id)
+    arrow = {table: to_arrow(table, frame) for table, frame in frames.items()}  # schema check before any write
     try:
-        for table, frame in frames.items() if any(f.height for f in frames.values()) else []:
+        for table, data in arrow.items() if any(t.num_rows for t in arrow.values()) else []:
             staged = f"{staging}/{table}.parquet"
-            store.write_parquet(staged, to_arrow(table, frame), **PARQUET_OPTIONS)
+            store.write_parquet(staged, data, **PARQUET_OPTIONS)
             record.moves.append((staged, data_path(table, fetched_date, batch_id)))
         _stage_replacements(store, staging, superseded, record)
         store.write_parquet(f"{staging}/ledger.parquet", ledger.to_arrow(), compression="zstd")

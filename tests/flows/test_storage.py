@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.storage import read_table
 from flows.store import CRASH_ENV, Store
 from tests.conftest import PRIMOCK, SAMPLES
 from tests.crash_driver import ingest
@@ -22,13 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 KILL_POINTS = 24
 
 
-def snapshot(out: Path) -> dict[str, pl.DataFrame]:
+def snapshot(out: Path | str) -> dict[str, pl.DataFrame]:
     """Every table's rows, without the columns that depend on when they were written."""
-    tables = {}
-    for table, schema in TABLES.items():
-        frame = pl.read_parquet(f"{out}/{table}/**/*.parquet", hive_partitioning=False).select(schema.names())
-        tables[table] = frame.drop("fetched_at", strict=False).sort(pl.all())
-    return tables
+    store = Store(str(out))
+    return {table: read_table(store, table).drop("fetched_at", strict=False).sort(pl.all()) for table in TABLES}
 
 
 def assert_same(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None:
@@ -36,7 +34,7 @@ def assert_same(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None:
         assert a[table].equals(b[table]), table
 
 
-def nothing_pending(out: Path) -> bool:
+def nothing_pending(out: Path | str) -> bool:
     store = Store(str(out))
     return not store.list("_talktime/staging") and not store.list("_talktime/commits")
 
@@ -95,18 +93,27 @@ def test_ongoing_then_succeeded_leaves_only_the_final_state(tmp_path: Path, inpu
     ].to_list() == ["succeeded"]
 
 
+def crash_then_rerun(out: str, point: int, inputs: list[str]) -> None:
+    """Run the ingest steps in a process killed (SIGKILL) before its `point`-th storage step, then run again."""
+    env = os.environ | {CRASH_ENV: str(point)}
+    command = [sys.executable, "-m", "tests.crash_driver", out, "4", *inputs]
+    killed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    ingest(out, 4, inputs)
+
+
+def kill_points(total_ops: int, count: int) -> list[int]:
+    seed = os.environ.get("TALKTIME_CRASH_SEED", "2026")
+    return random.Random(seed).sample(range(1, total_ops + 1), min(count, total_ops))
+
+
 def test_kill_9_at_random_points_then_rerun_equals_a_clean_run(
     tmp_path: Path, inputs: list[str], clean: tuple[dict, int]
 ) -> None:
     expected, total_ops = clean
-    points = random.Random(os.environ.get("TALKTIME_CRASH_SEED", "2026")).sample(range(1, total_ops + 1), KILL_POINTS)
-    for point in points:
-        out = tmp_path / f"crash-{point}"
-        env = os.environ | {CRASH_ENV: str(point)}
-        command = [sys.executable, "-m", "tests.crash_driver", str(out), "4", *inputs]
-        killed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
-        assert killed.returncode == -9, killed.stderr.decode()[-2000:]
-        ingest(str(out), 4, inputs)
+    for point in kill_points(total_ops, KILL_POINTS):
+        out = str(tmp_path / f"crash-{point}")
+        crash_then_rerun(out, point, inputs)
         assert nothing_pending(out)
         assert_same(snapshot(out), expected)
 

@@ -1,0 +1,72 @@
+"""`talktime compact`: merge each partition's small files into one file per table.
+
+It uses the same commit protocol as a batch (stage, commit record, apply), so a crash at any
+point leaves the datasets as they were or as compacted, never half of each. The ledger's
+pointers (which batch holds an id's rows) move to the merged files in the same commit.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from flows.ledger import LEDGER_PATH, load_ledger
+from flows.storage import (
+    INTERNAL,
+    PARQUET_OPTIONS,
+    PARTITION,
+    CommitRecord,
+    apply_commit,
+    data_path,
+    new_batch_id,
+    recover,
+    to_arrow,
+)
+from flows.store import Store
+from transforms.schemas import TABLES
+
+_DATE = re.compile(rf"/{PARTITION}=([0-9-]+)/")
+
+
+def partitions(store: Store) -> dict[str, dict[str, list[str]]]:
+    """fetched_date -> table -> that partition's data files."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for table in TABLES:
+        for path in store.list(table, ".parquet"):
+            match = _DATE.search(f"/{path}")
+            if match:
+                found.setdefault(match.group(1), {}).setdefault(table, []).append(path)
+    return found
+
+
+def _compact_partition(store: Store, date: str, files: dict[str, list[str]], ledger: pl.DataFrame) -> pl.DataFrame:
+    batch_id = new_batch_id()
+    staging = f"{INTERNAL}/staging/{batch_id}"
+    record = CommitRecord(batch_id)
+    for table, paths in files.items():
+        merged = pl.concat([pl.DataFrame(store.read_parquet(p)) for p in paths]).cast(dict(TABLES[table]))  # type: ignore[arg-type]
+        store.write_parquet(f"{staging}/{table}.parquet", to_arrow(table, merged), **PARQUET_OPTIONS)
+        record.moves.append((f"{staging}/{table}.parquet", data_path(table, date, batch_id)))
+        record.deletes += paths
+    moved = pl.col("fetched_date") == date
+    ledger = ledger.with_columns(pl.when(moved).then(pl.lit(batch_id)).otherwise(pl.col("batch_id")).alias("batch_id"))
+    store.write_parquet(f"{staging}/ledger.parquet", ledger.to_arrow(), compression="zstd")
+    record.moves.append((f"{staging}/ledger.parquet", LEDGER_PATH))
+    store.write_bytes(f"{INTERNAL}/commits/{batch_id}.json", record.to_json())
+    apply_commit(store, record)
+    return ledger
+
+
+def compact(out: str) -> tuple[int, int]:
+    """Merge every partition that has more than one file in a table; (files before, files after)."""
+    store = Store(out)
+    recover(store)
+    ledger = load_ledger(store)
+    found = partitions(store)
+    before = sum(len(paths) for tables in found.values() for paths in tables.values())
+    for date, files in sorted(found.items()):
+        if any(len(paths) > 1 for paths in files.values()):
+            ledger = _compact_partition(store, date, files, ledger)
+    after = sum(len(paths) for tables in partitions(store).values() for paths in tables.values())
+    return before, after

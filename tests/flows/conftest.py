@@ -1,0 +1,5 @@
+"""Fixtures shared by the storage tests."""
+
+from tests.flows.test_storage import clean, inputs
+
+__all__ = ["clean", "inputs"]
