@@ -8,8 +8,11 @@ Commit protocol for one batch (local disk or object storage):
    superseded rows of the same ids, and the new ledger, under `_talktime/staging/{batch}/`.
 2. Commit: write `_talktime/commits/{batch}.json` listing every move and delete. Writing this
    one small file is the commit point: before it the batch does not exist, after it, it does.
-3. Apply: move staged files into place (new data first, then replacements, the ledger last),
-   delete emptied files, then delete the commit record and the staging folder.
+3. Apply: move staged files into place (new data first, then the ledger, then the rewritten
+   older files), delete emptied files, then delete the commit record and the staging folder.
+   The ledger says which batch's rows are current for each id, and it switches in one atomic
+   step between "new rows added" and "old rows removed": `flows.read.read_table` reads
+   through it and so always sees a whole commit, even while one is being applied.
 4. Recover (start of every run): apply every commit record left by a crash (each step is
    idempotent: a move whose source is gone was done), then drop staging left without a record.
 Data files are whole-object writes (temporary name + fsync + rename on disk, a single PUT on
@@ -119,9 +122,9 @@ def commit_batch(
             staged = f"{staging}/{table}.parquet"
             store.write_parquet(staged, data, **PARQUET_OPTIONS)
             record.moves.append((staged, data_path(table, fetched_date, batch_id)))
-        _stage_replacements(store, staging, superseded, record)
         store.write_parquet(f"{staging}/ledger.parquet", ledger.to_arrow(), compression="zstd")
         record.moves.append((f"{staging}/ledger.parquet", LEDGER_PATH))
+        _stage_replacements(store, staging, superseded, record)
         store.write_bytes(f"{INTERNAL}/commits/{batch_id}.json", record.to_json())
     except OSError as exc:
         raise StorageError(f"cannot write to {store.url}: {exc}") from exc

@@ -81,7 +81,9 @@ class Store:
             return bytes(handle.read())
 
     def read_parquet(self, relative: str) -> pa.Table:
-        return pq.read_table(self.path(relative), filesystem=self.fs, partitioning=None)
+        """Read through one open handle, so a concurrent replacement cannot mix two files."""
+        with self.fs.open_input_file(self.path(relative)) as handle:
+            return pq.read_table(handle)
 
     def exists(self, relative: str) -> bool:
         return bool(self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound)

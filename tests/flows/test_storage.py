@@ -144,3 +144,45 @@ def test_a_reader_never_sees_a_partial_file_or_duplicates(tmp_path: Path, inputs
         reader.join()
     assert errors == []
     assert reads and reads == sorted(reads)
+
+
+def test_a_ledger_reader_sees_whole_commits_even_while_rows_are_replaced(tmp_path: Path, inputs: list[str]) -> None:
+    """Replacements committed while a reader reads: never a duplicate, never a gap."""
+    from datetime import UTC, datetime
+
+    from flows.batches import transform_outcomes
+    from flows.ledger import load_ledger
+    from flows.outcomes import Outcome
+    from flows.read import read_table as read_current
+    from flows.steps import commit_outcomes
+
+    out = str(tmp_path / "out")
+    ingest(out, 4, inputs)
+    expected_ids = set(snapshot(out)["transcriptions"]["transcription_id"])
+    pending = json.loads((SAMPLES / "responses" / "demo_extra.ndjson").read_text().splitlines()[2])["id"].lower()
+    errors: list[str] = []
+    reads = 0
+    stop = threading.Event()
+
+    def read_loop() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            ids = read_current(out, "transcriptions")["transcription_id"]
+            reads += 1
+            if not ids.is_unique().all() or set(ids) != expected_ids:
+                errors.append(f"{ids.len()} rows, {ids.n_unique()} distinct")
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    try:
+        for n in range(30):  # the same id flips between two pending states: a replacement each time
+            status = "error" if n % 2 == 0 else "ongoing"
+            outcome = [
+                Outcome(pending, status, datetime.now(UTC), error_code="retries_exhausted" if n % 2 == 0 else None)
+            ]
+            commit_outcomes(out, transform_outcomes(outcome), outcome, outcome, load_ledger(Store(out)))
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == [] and reads > 0
+    assert snapshot(out)["transcriptions"]["transcription_id"].is_unique().all()

@@ -1,0 +1,52 @@
+"""Reading a table as of one commit, through the ledger (for readers that run while writers do).
+
+Plain globs (`pl.read_parquet("out/transcriptions/**/*.parquet")`) see whole files, never a
+half-written one; but while a commit that replaces rows (a status change, a compaction) is being
+applied, they can see an id's old and new rows for a moment. `read_table` keeps only the rows of
+the batch the ledger names for each id, and retries if the ledger changed during the read.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import polars as pl
+
+from flows.errors import StorageError
+from flows.ledger import LEDGER_PATH
+from flows.store import Store
+from transforms.schemas import TABLES
+
+_BATCH = re.compile(r"part-(.+)\.parquet$")
+READ_ATTEMPTS = 10
+
+
+def _ledger_bytes(store: Store) -> bytes:
+    return store.read_bytes(LEDGER_PATH) if store.exists(LEDGER_PATH) else b""
+
+
+def _rows_with_batch(store: Store, table: str) -> pl.DataFrame:
+    frames = []
+    for path in store.list(table, ".parquet"):
+        match = _BATCH.search(path)
+        frame = pl.DataFrame(store.read_parquet(path)).cast(dict(TABLES[table]))  # type: ignore[arg-type]
+        frames.append(frame.with_columns(pl.lit(match.group(1) if match else None, pl.String).alias("batch_id")))
+    return pl.concat(frames) if frames else pl.DataFrame(schema={**TABLES[table], "batch_id": pl.String()})
+
+
+def read_table(out: str, table: str) -> pl.DataFrame:
+    """The table's current rows (each id's latest commit), consistent even during a commit."""
+    store = Store(out)
+    for _ in range(READ_ATTEMPTS):
+        before = _ledger_bytes(store)
+        try:
+            rows = _rows_with_batch(store, table)
+        except OSError:
+            continue  # a file was replaced or compacted away while we listed: read again
+        if before and _ledger_bytes(store) == before:
+            current = pl.read_parquet(io.BytesIO(before)).select("transcription_id", "batch_id")
+            return rows.join(current, on=["transcription_id", "batch_id"], how="semi").drop("batch_id")
+        if not before:
+            return rows.drop("batch_id").clear()
+    raise StorageError(f"{out}: the datasets kept changing while {table} was read; try again")
