@@ -10,7 +10,11 @@ from typing import TypeVar
 import polars as pl
 
 from flows.outcomes import Outcome, responses_frame, transcripts_of
-from transforms.pipeline import build_tables, collect_tables
+from transforms.flatten import flatten_transcripts, raw_items_json
+from transforms.metrics import speaker_metrics
+from transforms.pipeline import collect_tables, item_tables, rejected_keys
+from transforms.schemas import RESPONSES, SORT_KEYS, conform
+from transforms.transcriptions import transcription_metrics
 
 T = TypeVar("T")
 
@@ -24,8 +28,18 @@ def batched(values: Sequence[T], size: int) -> Iterator[list[T]]:
 
 
 def transform_outcomes(outcomes: list[Outcome]) -> dict[str, pl.DataFrame]:
-    """The four tables for a batch of outcomes."""
-    return collect_tables(build_tables(responses_frame(outcomes), transcripts_of(outcomes)))
+    """The four tables for a batch of outcomes (raw JSON serialised only for rejected items)."""
+    transcripts = transcripts_of(outcomes)
+    raw = flatten_transcripts(transcripts).collect().lazy()
+    raw_json = raw_items_json(transcripts, rejected_keys(raw).collect()).lazy()
+    items = collect_tables(item_tables(raw, raw_json))
+    items_lazy, rejected_lazy = items["transcript_items"].lazy(), items["rejected_items"].lazy()
+    # Collected stage by stage: polars would otherwise recompute speaker metrics for transcriptions.
+    speakers = speaker_metrics(items_lazy).collect()
+    responses = conform(responses_frame(outcomes), RESPONSES)
+    transcriptions = transcription_metrics(responses, items_lazy, rejected_lazy, speakers.lazy()).collect()
+    tables = {"transcriptions": transcriptions, "speaker_metrics": speakers, **items}
+    return {name: frame.sort(*SORT_KEYS[name]) for name, frame in tables.items()}
 
 
 @dataclass

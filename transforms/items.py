@@ -76,6 +76,14 @@ def valid_items(parsed: pl.LazyFrame) -> pl.LazyFrame:
     return conform(items, TRANSCRIPT_ITEMS)
 
 
-def rejected_items(parsed: pl.LazyFrame) -> pl.LazyFrame:
-    """Rejected parsed items as the `rejected_items` table (reason and the item as JSON)."""
-    return conform(parsed.filter(pl.col("reason").is_not_null()), REJECTED_ITEMS)
+def rejected_items(parsed: pl.LazyFrame, raw_json: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """Rejected parsed items as the `rejected_items` table, with the item as JSON from `raw_json`
+
+    (transcription_id, item_index, raw_item; see flatten.raw_items_json), null where absent.
+    """
+    rejected = parsed.filter(pl.col("reason").is_not_null())
+    if raw_json is None:
+        rejected = rejected.with_columns(pl.lit(None, pl.String).alias("raw_item"))
+    else:
+        rejected = rejected.join(raw_json, on=["transcription_id", "item_index"], how="left")
+    return conform(rejected, REJECTED_ITEMS)
