@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -13,24 +11,10 @@ import pytest
 from flows.cli import main
 from flows.emulator import DEFAULT_API_KEY, EmulatorConfig, Faults
 from flows.emulator_server import EmulatorServer, load_responses
-from tests.conftest import PRIMOCK, SAMPLES
+from tests.conftest import FLOW_TEST_MARKS, PRIMOCK, SAMPLES
 from transforms.schemas import TABLES
 
-# Prefect 3.8.8's engine leaves a socket to its own API server for the garbage collector when an
-# async flow runs under asyncio.run; the sockets are to Prefect's server, never to the API
-# emulator (the client and emulator tests run with every warning as an error).
-pytestmark = [
-    pytest.mark.usefixtures("prefect_server", "collect_garbage"),
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings("ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"),
-]
-
-
-@pytest.fixture
-def collect_garbage() -> Iterator[None]:
-    """Collect inside the test, so that the warnings filter above applies."""
-    yield
-    gc.collect()
+pytestmark = FLOW_TEST_MARKS
 
 
 def read(out: Path, table: str) -> pl.DataFrame:

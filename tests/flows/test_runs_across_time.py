@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -12,19 +10,9 @@ import pytest
 from flows.cli import main
 from flows.emulator import DEFAULT_API_KEY, EmulatorConfig
 from flows.emulator_server import EmulatorServer, load_responses
-from tests.conftest import PRIMOCK
+from tests.conftest import FLOW_TEST_MARKS, PRIMOCK
 
-pytestmark = [
-    pytest.mark.usefixtures("prefect_server", "collect_garbage"),
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings("ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"),
-]
-
-
-@pytest.fixture
-def collect_garbage() -> Iterator[None]:
-    yield
-    gc.collect()
+pytestmark = FLOW_TEST_MARKS
 
 
 @pytest.fixture
