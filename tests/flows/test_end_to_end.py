@@ -92,3 +92,25 @@ def test_ingest_of_the_bundled_samples_matches_the_demo(tmp_path: Path) -> None:
     primock_ids = {json.loads(p.read_text())["id"] for p in PRIMOCK.glob("*.json")}
     succeeded = read(tmp_path / "demo", "transcriptions").filter(pl.col("status") == "succeeded")
     assert primock_ids <= set(succeeded["transcription_id"])
+
+
+def test_no_credential_or_transcript_text_in_any_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    responses = load_responses([PRIMOCK])
+    ids = list(responses)[:6]
+    texts = [item["text"] for i in ids for item in responses[i]["payload"]["transcript"] if len(item["text"]) > 25]
+    (tmp_path / "ids.txt").write_text("\n".join([*ids, "not-a-uuid"]) + "\n")
+    secret_key = "sk-live-do-not-log-4242"
+    faults = Faults(server_error=0.2, truncated=0.1, not_json=0.1, retry_after="0")
+    with EmulatorServer(EmulatorConfig(responses=responses, api_key=secret_key, faults=faults, seed=9)) as server:
+        assert main(["run", "--api-url", server.api_url, "--ids", str(tmp_path / "ids.txt"),
+                     "--out", str(tmp_path / "out"), "--api-key", secret_key]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    everything = captured.out + captured.err + caplog.text
+    assert "succeeded" in everything  # the summary was printed: the capture works
+    assert secret_key not in everything
+    assert not [t for t in texts if t in everything]
