@@ -3,13 +3,15 @@
 Plain globs (`pl.read_parquet("out/transcriptions/**/*.parquet")`) see whole files, never a
 half-written one; but while a commit that replaces rows (a status change, a compaction) is being
 applied, they can see an id's old and new rows for a moment. `read_table` keeps only the rows of
-the batch the ledger names for each id, and retries if the ledger changed during the read.
+the batch the ledger names for each id, and retries (backing off, for up to a minute) if the
+ledger changed during the read.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import time
 
 import polars as pl
 
@@ -19,7 +21,7 @@ from flows.store import Store
 from transforms.schemas import TABLES
 
 _BATCH = re.compile(r"part-(.+)\.parquet$")
-READ_ATTEMPTS = 10
+READ_BUDGET_S = 60.0
 
 
 def _ledger_bytes(store: Store) -> bytes:
@@ -35,18 +37,26 @@ def _rows_with_batch(store: Store, table: str) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame(schema={**TABLES[table], "batch_id": pl.String()})
 
 
+def _pause(seconds: float) -> float:
+    time.sleep(seconds)
+    return min(seconds * 2, 1.0)
+
+
 def read_table(out: str, table: str) -> pl.DataFrame:
     """The table's current rows (each id's latest commit), consistent even during a commit."""
     store = Store(out)
-    for _ in range(READ_ATTEMPTS):
+    deadline, pause = time.monotonic() + READ_BUDGET_S, 0.01
+    while time.monotonic() < deadline:
         before = _ledger_bytes(store)
         try:
             rows = _rows_with_batch(store, table)
-        except OSError:
-            continue  # a file was replaced or compacted away while we listed: read again
+        except OSError:  # a file was replaced or compacted away while we listed: read again
+            pause = _pause(pause)
+            continue
         if before and _ledger_bytes(store) == before:
             current = pl.read_parquet(io.BytesIO(before)).select("transcription_id", "batch_id")
             return rows.join(current, on=["transcription_id", "batch_id"], how="semi").drop("batch_id")
         if not before:
             return rows.drop("batch_id").clear()
+        pause = _pause(pause)  # a commit landed meanwhile: back off, then read again
     raise StorageError(f"{out}: the datasets kept changing while {table} was read; try again")

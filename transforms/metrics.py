@@ -46,13 +46,20 @@ def elementary_intervals(items: pl.LazyFrame) -> pl.LazyFrame:
         .agg(per_speaker)
         .sort(TID, "time_ms")
         .with_columns(
-            *(pl.col(_active(s)).cum_sum().over(TID).gt(0) for s in SPEAKERS),
-            (pl.col("time_ms").shift(-1).over(TID) - pl.col("time_ms")).fill_null(0).alias("length_ms"),
+            # Every +1 has its -1 in the same transcription, so a running sum over the whole
+            # sorted frame is back at 0 at each transcription's end: no per-group window needed.
+            *(pl.col(_active(s)).cum_sum().gt(0) for s in SPEAKERS),
+            _within_transcription(pl.col("time_ms").shift(-1) - pl.col("time_ms"), -1).fill_null(0).alias("length_ms"),
         )
         .with_columns(
             pl.sum_horizontal(*(pl.col(_active(s)).cast(pl.Int32) for s in SPEAKERS)).alias("active_speakers")
         )
     )
+
+
+def _within_transcription(value: pl.Expr, offset: int) -> pl.Expr:
+    """`value` (computed from a row `offset` away) where that row is of the same transcription, else null."""
+    return pl.when(pl.col(TID).shift(offset) == pl.col(TID)).then(value)
 
 
 def _time_where(condition: pl.Expr) -> pl.Expr:
@@ -98,10 +105,10 @@ def turns(items: pl.LazyFrame) -> pl.LazyFrame:
 
     Produces transcription_id, turn_index, speaker, turn_ms (latest end - earliest start).
     """
-    new_turn = (pl.col("speaker") != pl.col("speaker").shift(1).over(TID)).fill_null(True)
+    new_turn = _within_transcription(pl.col("speaker") != pl.col("speaker").shift(1), 1).fill_null(True)
     return (
         items.sort(*TIME_ORDER)
-        .with_columns(new_turn.cum_sum().over(TID).alias("turn_index"))
+        .with_columns(new_turn.cum_sum().alias("turn_index"))  # unique across transcriptions
         .group_by(TID, "turn_index")
         .agg(pl.col("speaker").first(), (pl.col(END).max() - pl.col(START).min()).alias("turn_ms"))
     )
@@ -110,31 +117,29 @@ def turns(items: pl.LazyFrame) -> pl.LazyFrame:
 def interruptions(items: pl.LazyFrame) -> pl.LazyFrame:
     """Per transcription and speaker: interruption_count.
 
-    An item interrupts when its start falls strictly inside another speaker's item. Among the
-    other speaker's items that start strictly earlier, that is so exactly when the furthest
-    end reaches strictly past the start: an as-of join on the running maximum of ends.
+    An item interrupts when its start falls strictly inside another speaker's item. For each
+    distinct start time and each speaker, take the furthest end among that speaker's items that
+    start strictly earlier (a running maximum over the earlier start times): the item interrupts
+    when that reach, for some other speaker, is past its start.
     """
     reach = (
-        items.sort(TID, "speaker", START, END)
-        .with_columns(pl.col(END).cum_max().over(TID, "speaker").alias("reach_ms"))
-        .group_by(TID, "speaker", START)
-        .agg(pl.col("reach_ms").max())
-        .rename({"speaker": "other_speaker"})
-        .sort(START)
+        items.group_by(TID, START)
+        .agg(pl.col(END).filter(pl.col("speaker") == s).max().alias(_reach(s)) for s in SPEAKERS)
+        .sort(TID, START)
+        .with_columns(pl.col(_reach(s)).cum_max().forward_fill().shift(1).over(TID) for s in SPEAKERS)
     )
-    others = items.select(TID, pl.col("speaker").alias("other_speaker")).unique()
-    probes = (
-        items.select(TID, "item_index", "speaker", START)
-        .join(others, on=TID)
-        .filter(pl.col("other_speaker") != pl.col("speaker"))
-        .sort(START)
+    inside_other = pl.any_horizontal(
+        (pl.col("speaker") != s) & (pl.col(_reach(s)) > pl.col(START)).fill_null(False) for s in SPEAKERS
     )
-    interrupted = (
-        probes.join_asof(reach, on=START, by=[TID, "other_speaker"], allow_exact_matches=False, check_sortedness=False)
-        .group_by(TID, "item_index", "speaker")
-        .agg((pl.col("reach_ms") > pl.col(START)).any().alias("interrupts"))
+    return (
+        items.join(reach, on=[TID, START], how="left")
+        .group_by(TID, "speaker")
+        .agg(inside_other.sum().cast(pl.Int32).alias("interruption_count"))
     )
-    return interrupted.group_by(TID, "speaker").agg(pl.col("interrupts").sum().alias("interruption_count"))
+
+
+def _reach(speaker: str) -> str:
+    return f"reach_ms_{speaker}"
 
 
 def talk_share() -> pl.Expr:
@@ -146,7 +151,8 @@ def talk_share() -> pl.Expr:
 def words_per_minute() -> pl.Expr:
     """word_count per minute of talk time; null when talk_time_ms is 0."""
     talk = pl.col("talk_time_ms")
-    return pl.when(talk > 0).then(pl.col("word_count") / (talk / MS_PER_MINUTE)).alias("words_per_minute")
+    # One correctly rounded division of exact integers: no float error from talk / 60000 first.
+    return pl.when(talk > 0).then(pl.col("word_count") * MS_PER_MINUTE / talk).alias("words_per_minute")
 
 
 def speaker_metrics(items: pl.LazyFrame) -> pl.LazyFrame:

@@ -25,7 +25,7 @@ _ZERO_WHEN_NO_ITEMS = (
 def switches_per_minute() -> pl.Expr:
     """speaker_switches per minute of span; null when span_ms is 0 or null."""
     span = pl.col("span_ms")
-    return pl.when(span > 0).then(pl.col("speaker_switches") / (span / 60_000)).alias("switches_per_minute")
+    return pl.when(span > 0).then(pl.col("speaker_switches") * 60_000 / span).alias("switches_per_minute")
 
 
 def doctor_patient_ratio(speaker_metrics: pl.LazyFrame) -> pl.LazyFrame:
