@@ -59,9 +59,7 @@ class RunSummary:
         self.batches += 1
         self.statuses.update(o.status for o in polled)
         self.rows.update({table: frame.height for table, frame in frames.items()})
-        self.talk.append(
-            frames["speaker_metrics"].group_by("speaker").agg(pl.col("talk_time_ms").sum(), pl.len().alias("rows"))
-        )
+        self.talk.append(frames["speaker_metrics"].group_by("speaker").agg(pl.col("talk_time_ms").sum()))
 
     def status_table(self) -> pl.DataFrame:
         """Transcriptions per status."""

@@ -17,6 +17,7 @@ from flows.retry import DEFAULT_MAX_ATTEMPTS
 
 if TYPE_CHECKING:
     from flows.batches import RunSummary
+    from flows.emulator_oauth import OAuthServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
@@ -159,7 +160,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _oauth_server(args: argparse.Namespace) -> object:
+def _oauth_server(args: argparse.Namespace) -> OAuthServer | None:
     if not args.oauth_client_id:
         return None
     from flows.emulator_oauth import OAuthServer
@@ -185,11 +186,11 @@ def _run(args: argparse.Namespace) -> RunSummary:
             concurrency=args.concurrency,
             rate_limit=args.rate_limit,
             max_wait_s=args.max_wait,
-            expire_after_s=getattr(args, "expire_after", 24 * 3600.0),
-            max_attempts=getattr(args, "max_attempts", DEFAULT_MAX_ATTEMPTS),
-            down_after_s=getattr(args, "give_up_after", DEFAULT_DOWN_AFTER_S),
-            oauth_client_id=getattr(args, "oauth_client_id", None),
-            private_key_file=getattr(args, "private_key_file", None),
+            expire_after_s=args.expire_after,
+            max_attempts=args.max_attempts,
+            down_after_s=args.give_up_after,
+            oauth_client_id=args.oauth_client_id,
+            private_key_file=args.private_key_file,
         )
     )
 
@@ -218,17 +219,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = EmulatorConfig(responses=load_responses([samples / "responses"]), ongoing_polls=1)
     with EmulatorServer(config) as server:
         print(f"talktime demo: emulator on {server.api_url}", flush=True)
-        demo_args = argparse.Namespace(
-            api_url=server.api_url,
-            ids=samples / "ids.txt",
-            out=out,
-            api_key=config.api_key,
-            api_version=DEFAULT_API_VERSION,
-            batch_size=25,
-            concurrency=DEFAULT_CONCURRENCY,
-            rate_limit=None,
-            max_wait=3.0,
-        )
+        demo_args = build_parser().parse_args(
+            ["run", "--api-url", server.api_url, "--ids", str(samples / "ids.txt"), "--out", str(out),
+             "--api-key", config.api_key, "--batch-size", "25", "--max-wait", "3"]
+        )  # fmt: skip
         summary = _run(demo_args)
     print_summary(summary, out)
     return 1 if summary.stopped_early else 0

@@ -15,12 +15,15 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from flows.asgi import Receive, Scope, Send, header_map, read_body, send_bytes, send_json
 from flows.emulator_dialects import render_dialect_b, resolve_version
 from flows.outcomes import is_uuid
+
+if TYPE_CHECKING:
+    from flows.emulator_oauth import OAuthServer
 
 DEFAULT_API_KEY = "talktime-dev-key"
 PREFIX_A = "/v1/copilot-api/server"
@@ -69,7 +72,7 @@ class EmulatorConfig:
     faults: Faults = field(default_factory=Faults)
     seed: int = 0
     down: bool = False
-    oauth: Any = None  # flows.emulator_oauth.OAuthServer when dialect B auth is emulated
+    oauth: OAuthServer | None = None  # emulate dialect B's OAuth instead of a fixed key
 
 
 class EmulatorApp:
@@ -121,7 +124,7 @@ class EmulatorApp:
 
     def _authorized(self, header: str) -> bool:
         if self.config.oauth is not None:
-            return bool(self.config.oauth.accepts(header))
+            return self.config.oauth.accepts(header)
         return header == f"Bearer {self.config.api_key}"
 
     async def _injected_fault(self, send: Send, rng: random.Random) -> bool:
