@@ -204,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from flows.pipeline import ingest_flow
 
-    summary = ingest_flow(inputs=list(args.input), out=str(args.out), batch_size=args.batch_size)
+    summary = asyncio.run(ingest_flow(inputs=list(args.input), out=str(args.out), batch_size=args.batch_size))
     print_summary(summary, args.out)
     return 0
 

@@ -73,3 +73,30 @@ async def resolve_auth(
             f"no API key: set {API_KEY_ENV}, pass --api-key, or create the Prefect Secret block '{api_key_secret}'"
         )
     return ApiKeyAuth(api_key)
+
+
+STORAGE_SECRETS = {
+    "AWS_ACCESS_KEY_ID": "aws-access-key-id",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-access-key",
+    "AWS_SESSION_TOKEN": "aws-session-token",
+}
+
+
+async def export_storage_credentials(out: str, secret_prefix: str) -> list[str]:
+    """For an s3:// output, put credentials from Prefect Secret blocks into this process's environment.
+
+    Reads the blocks `{secret_prefix}-aws-access-key-id`, `-aws-secret-access-key` and
+    `-aws-session-token` where they exist, for variables not already set (the environment wins),
+    so pyarrow's S3 client finds them. Returns the names of the variables set (never values).
+    """
+    if not out.startswith("s3://"):
+        return []
+    exported = []
+    for variable, suffix in STORAGE_SECRETS.items():
+        if os.environ.get(variable):
+            continue
+        value = await read_secret(f"{secret_prefix}-{suffix}", variable)
+        if value:
+            os.environ[variable] = value
+            exported.append(variable)
+    return exported

@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import acreate_markdown_artifact, create_markdown_artifact
+from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.auth import Auth
 from flows.batches import RunSummary, batched, transform_outcomes
 from flows.client import DEFAULT_DOWN_AFTER_S, ClientOptions, TranscriptionClient, make_http_client
-from flows.credentials import resolve_auth
+from flows.credentials import export_storage_credentials, resolve_auth
 from flows.errors import ApiUnavailableError, StorageError
 from flows.ingest import outcomes_from_files
 from flows.ledger import changed, plan_run
@@ -100,14 +100,17 @@ async def run_flow(
     oauth_client_id: str | None = None,
     private_key_file: str | None = None,
     private_key_secret: str = "talktime-oauth-private-key",
+    storage_secret_prefix: str = "talktime-s3",
 ) -> RunSummary:
     """Poll the API for the ids in `ids_file` that are not final yet and update the datasets in `out`.
 
     Secrets are never parameters (Prefect stores parameters): the API key comes from the Secret
     block `api_key_secret` or $TALKTIME_API_KEY; with `oauth_client_id`, the private key comes
-    from `private_key_file`, the Secret block `private_key_secret` or the environment.
+    from `private_key_file`, the Secret block `private_key_secret` or the environment. For an
+    s3:// output, AWS credentials come from the environment or `{storage_secret_prefix}-aws-*` blocks.
     """
     ids = unique_ids(read_ids(ids_file))
+    await export_storage_credentials(out, storage_secret_prefix)
     auth: Auth = await resolve_auth(
         api_url,
         api_key_secret,
@@ -137,8 +140,11 @@ async def run_flow(
 
 
 @flow(name="talktime-ingest", log_prints=False)
-def ingest_flow(inputs: list[str], out: str, batch_size: int = DEFAULT_BATCH_SIZE) -> RunSummary:
+async def ingest_flow(
+    inputs: list[str], out: str, batch_size: int = DEFAULT_BATCH_SIZE, storage_secret_prefix: str = "talktime-s3"
+) -> RunSummary:
     """Read saved API responses or webhook events (no network) and update the datasets in `out`."""
+    await export_storage_credentials(out, storage_secret_prefix)
     outcomes, skipped = outcomes_from_files(inputs)
     ledger = recover_output(out)
     final = set(ledger.filter(pl.col("final"))["transcription_id"])
@@ -150,5 +156,5 @@ def ingest_flow(inputs: list[str], out: str, batch_size: int = DEFAULT_BATCH_SIZ
         summary.add(batch, frames)
     if skipped:
         get_run_logger().warning("skipped %d unreadable input records: %s", len(skipped), "; ".join(skipped[:20]))
-    create_markdown_artifact(markdown=_summary_markdown(summary, out), key=SUMMARY_ARTIFACT)
+    await acreate_markdown_artifact(markdown=_summary_markdown(summary, out), key=SUMMARY_ARTIFACT)
     return summary
