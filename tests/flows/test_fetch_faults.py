@@ -76,4 +76,6 @@ def test_the_rate_limit_holds_at_the_server(responses: dict[str, dict]) -> None:
         asyncio.run(go())
         stamps = sorted(t for t, _ in server.app.request_log)
     assert len(stamps) == len(ids)
-    assert all(stamps[k] - stamps[0] >= k / 20.0 - 0.02 for k in range(len(stamps)))
+    # Slot k starts k intervals after slot 0; the tolerance covers the first request arriving late.
+    # Unlimited, these 15 requests (8 at a time) take a few milliseconds in all.
+    assert stamps[-1] - stamps[0] >= (len(ids) - 1) / 20.0 - 0.1

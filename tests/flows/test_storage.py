@@ -124,7 +124,8 @@ def test_a_reader_never_sees_a_partial_file_or_duplicates(tmp_path: Path, inputs
     stop = threading.Event()
 
     def read_loop() -> None:
-        while not stop.is_set():
+        while True:
+            finished = stop.is_set()  # read once more after the writer is done
             try:
                 frame = pl.read_parquet(f"{tmp_path}/transcriptions/**/*.parquet")
                 assert frame["transcription_id"].is_unique().all()
@@ -134,6 +135,8 @@ def test_a_reader_never_sees_a_partial_file_or_duplicates(tmp_path: Path, inputs
                     errors.append(exc)  # anything but "nothing committed yet"
             except BaseException as exc:
                 errors.append(exc)
+            if finished:
+                return
 
     reader = threading.Thread(target=read_loop)
     reader.start()
