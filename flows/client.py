@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -97,15 +97,10 @@ class TranscriptionClient:
         try:
             await asyncio.gather(*tasks)
         except ApiUnavailableError as down:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            done = [t.result() for t in tasks if t.done() and not t.cancelled() and t.exception() is None]
-            return done, down
+            await _cancel(tasks)
+            return [t.result() for t in tasks if not t.cancelled() and t.exception() is None], down
         except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel(tasks)
             raise
         return [t.result() for t in tasks], None
 
@@ -223,6 +218,13 @@ class TranscriptionClient:
             if exc.reason == "id_mismatch":
                 raise PermanentApiError(str(exc), status_code=200, code=exc.reason) from None
             raise MalformedResponseError(str(exc), status_code=200) from None
+
+
+async def _cancel(tasks: Sequence[asyncio.Future[Outcome]]) -> None:
+    """Cancel the tasks still running and wait until every task has finished."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _error_code(response: httpx.Response) -> str | None:
