@@ -80,6 +80,8 @@ RAW_ITEMS_SCHEMA = pl.Schema(_raw_schema())
 
 def _field_columns(objects: list[dict[str, Any]], name: str, expected: str) -> tuple[list[Any], list[str]]:
     """A field's values (where they have the expected kind, else None) and kinds, for every item."""
+    if not any(name in o for o in objects):  # the other dialect's field: absent everywhere
+        return [None] * len(objects), ["missing"] * len(objects)
     values = [o.get(name, _MISSING) for o in objects]
     kinds = [_KINDS.get(type(v), "other") for v in values]
     if expected == "int":
