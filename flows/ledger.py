@@ -59,24 +59,38 @@ class Plan:
 
 
 def plan_run(ledger: pl.DataFrame, ids: list[str], now: datetime, expire_after: timedelta) -> Plan:
-    """Skip final ids, expire ids pending too long, fetch the rest."""
-    known = {row["transcription_id"]: row for row in ledger.iter_rows(named=True)}
-    to_fetch, expired, final = [], [], 0
-    for tid in ids:
-        row = known.get(tid)
-        if row is not None and row["final"]:
-            final += 1
-        elif row is not None and now - row["first_seen_at"] > expire_after:
-            message = f"still {row['status']} {expire_after} after it was first requested"
-            expired.append(Outcome(tid, "expired", now, error_code="expired", error_message=message))
-        else:
-            to_fetch.append(tid)
-    return Plan(to_fetch, expired, final)
+    """Skip final ids, expire ids pending too long, fetch the rest (manifest order kept)."""
+    manifest = pl.DataFrame({"transcription_id": ids}, schema={"transcription_id": pl.String()})
+    known = manifest.join(ledger, on="transcription_id", how="left", maintain_order="left")
+    final = pl.col("final").fill_null(False)
+    expired = ~final & (pl.col("first_seen_at") < now - expire_after).fill_null(False)
+    expired_rows = known.filter(expired).select("transcription_id", "status").iter_rows()
+    return Plan(
+        to_fetch=known.filter(~final & ~expired)["transcription_id"].to_list(),
+        expired=[
+            Outcome(
+                tid,
+                "expired",
+                now,
+                error_code="expired",
+                error_message=f"still {status} {expire_after} after it was first requested",
+            )
+            for tid, status in expired_rows
+        ],
+        already_final=known.filter(final).height,
+    )
+
+
+def _expired(tid: str, status: str, now: datetime, expire_after: timedelta) -> Outcome:
+    message = f"still {status} {expire_after} after it was first requested"
+    return Outcome(tid, "expired", now, error_code="expired", error_message=message)
 
 
 def changed(ledger: pl.DataFrame, outcomes: list[Outcome]) -> list[Outcome]:
     """The outcomes whose status differs from the ledger's (or whose id is new): rows to write."""
-    status = dict(zip(ledger["transcription_id"], ledger["status"], strict=True))
+    ids = [o.transcription_id for o in outcomes]
+    known = ledger.filter(pl.col("transcription_id").is_in(ids)).select("transcription_id", "status")
+    status = dict(known.iter_rows())
     return [o for o in outcomes if status.get(o.transcription_id) != o.status]
 
 
