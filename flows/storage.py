@@ -151,8 +151,9 @@ def recover(store: Store) -> int:
     return len(records)
 
 
-def read_table(store: Store, table: str) -> pl.DataFrame:
-    """All rows of one table (empty, with the declared schema, when nothing was written)."""
+def read_every_file(store: Store, table: str) -> pl.DataFrame:
+    """The rows of every data file of one table, as a plain glob reads them (between commits,
+    the table itself). Empty, with the declared schema, when nothing was written."""
     files = store.list(table, ".parquet")
     if not files:
         return pl.DataFrame(schema=TABLES[table])

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.storage import read_table
+from flows.storage import read_every_file
 from flows.store import CRASH_ENV, Store
 from tests.conftest import PRIMOCK, SAMPLES
 from tests.crash_driver import ingest
@@ -26,7 +26,7 @@ KILL_POINTS = 24
 def snapshot(out: Path | str) -> dict[str, pl.DataFrame]:
     """Every table's rows, without the columns that depend on when they were written."""
     store = Store(str(out))
-    return {table: read_table(store, table).drop("fetched_at", strict=False).sort(pl.all()) for table in TABLES}
+    return {table: read_every_file(store, table).drop("fetched_at", strict=False).sort(pl.all()) for table in TABLES}
 
 
 def assert_same(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None:
