@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +28,6 @@ from flows.errors import (
 from flows.outcomes import EnvelopeError, Outcome, is_uuid, outcome_from_response, unique_ids
 from flows.ratelimit import RateLimiter
 from flows.retry import RetryPolicy, Sleep, parse_retry_after
-
-log = logging.getLogger("talktime.client")
 
 DEFAULT_API_VERSION = "2024-04-22"
 DEFAULT_CONCURRENCY = 8

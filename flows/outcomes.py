@@ -21,7 +21,6 @@ from transforms.schemas import RESPONSES
 UUID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 TERMINAL_API_STATUSES = ("succeeded", "failed")
 API_STATUSES = ("ongoing", *TERMINAL_API_STATUSES)
-CLIENT_REQUEST_ID_MAX = 128
 
 
 def is_uuid(value: object) -> bool:

@@ -80,21 +80,3 @@ def test_items_table_keeps_api_positions_and_counts_words(tables: dict[str, pl.D
     assert items["item_index"].to_list() == [0, 1, 2, 3, 4, 5, 6]
     assert items["word_count"].to_list() == [6, 8, 5, 2, 1, 2, 1]
     assert items["duration_ms"].to_list() == [4000, 4500, 2000, 3000, 2000, 2000, 500]
-
-
-def test_the_all_lazy_plan_agrees_with_the_staged_one(tables: dict[str, pl.DataFrame]) -> None:
-    from tests.helpers import FETCHED_AT
-    from transforms.flatten import Transcript, flatten_transcripts, raw_items_json
-    from transforms.pipeline import build_tables, collect_tables, rejected_keys
-
-    transcripts = [Transcript(TID, None, WORKED_EXAMPLE)]
-    raw = flatten_transcripts(transcripts)
-    responses = pl.LazyFrame(
-        {"transcription_id": [TID], "status": ["succeeded"], "api_version": ["2024-04-22"], "fetched_at": [FETCHED_AT]}
-    ).with_columns(
-        pl.lit(None, pl.String).alias(c) for c in ("client_request_id", "error_code", "error_message", "error_payload")
-    )
-    raw_json = raw_items_json(transcripts, rejected_keys(raw).collect()).lazy()
-    lazy = collect_tables(build_tables(responses, raw, raw_json))
-    for name, frame in tables.items():
-        assert_frame_equal(lazy[name], frame, check_column_order=True)
