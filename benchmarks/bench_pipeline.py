@@ -15,17 +15,17 @@ import tempfile
 import time
 from datetime import UTC, datetime
 
-from flows.auth import ApiKeyAuth
-from flows.batches import transform_outcomes
-from flows.client import ClientOptions, TranscriptionClient, make_http_client
-from flows.emulator import DEFAULT_API_KEY, EmulatorConfig, Faults
-from flows.emulator_server import EmulatorServer
-from flows.ledger import changed, load_ledger
+from flows.api.auth import ApiKeyAuth
+from flows.api.client import ClientOptions, TranscriptionClient, make_http_client
+from flows.api.retry import RetryPolicy
+from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig, Faults
+from flows.emulator.server import EmulatorServer
+from flows.emulator.synthetic import synthetic_responses
 from flows.outcomes import Outcome
-from flows.retry import RetryPolicy
 from flows.steps import commit_outcomes
-from flows.store import Store
-from flows.synthetic import synthetic_responses
+from flows.storage.ledger import changed, load_ledger
+from flows.storage.store import Store
+from flows.transform import transform_outcomes
 
 
 def peak_rss_mib() -> float:

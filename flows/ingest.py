@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flows.inputs import iter_records, unwrap_event
 from flows.outcomes import EnvelopeError, Outcome, outcome_from_response
-from flows.sources import iter_records, unwrap_event
 
 # When an id appears several times, a terminal result beats an ongoing one; among equals the
 # record read last (files in sorted order) wins.

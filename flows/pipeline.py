@@ -14,17 +14,17 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.auth import Auth
-from flows.batches import RunSummary, batched, transform_outcomes
-from flows.client import DEFAULT_DOWN_AFTER_S, ClientOptions, TranscriptionClient, make_http_client
-from flows.credentials import export_storage_credentials, resolve_auth
+from flows.api.auth import Auth
+from flows.api.client import DEFAULT_DOWN_AFTER_S, ClientOptions, TranscriptionClient, make_http_client
+from flows.api.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy
 from flows.errors import ApiUnavailableError, StorageError
 from flows.ingest import outcomes_from_files
-from flows.ledger import changed, plan_run
+from flows.inputs import read_ids
 from flows.outcomes import Outcome, unique_ids
-from flows.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy
-from flows.sources import read_ids
+from flows.secrets import export_storage_credentials, resolve_auth
 from flows.steps import commit_outcomes, recover_and_load
+from flows.storage.ledger import changed, plan_run
+from flows.transform import RunSummary, batched, transform_outcomes
 
 DEFAULT_BATCH_SIZE = 200
 SUMMARY_ARTIFACT = "talktime-run-summary"

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from flows.ledger import load_ledger, superseded, updated_ledger
 from flows.outcomes import Outcome
-from flows.storage import commit_batch, new_batch_id, recover
-from flows.store import Store
+from flows.storage.commit import commit_batch, new_batch_id, recover
+from flows.storage.ledger import load_ledger, superseded, updated_ledger
+from flows.storage.store import Store
 
 
 def recover_and_load(out: str) -> tuple[pl.DataFrame, int]:

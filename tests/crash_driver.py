@@ -11,11 +11,11 @@ import sys
 
 import polars as pl
 
-from flows.batches import batched, transform_outcomes
 from flows.ingest import outcomes_from_files
-from flows.ledger import changed
 from flows.steps import commit_outcomes, recover_and_load
-from flows.store import Store
+from flows.storage.ledger import changed
+from flows.storage.store import Store
+from flows.transform import batched, transform_outcomes
 
 
 def ingest(out: str, batch_size: int, inputs: list[str]) -> int:

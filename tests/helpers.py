@@ -7,8 +7,8 @@ from typing import Any
 
 import polars as pl
 
-from flows.batches import transform_outcomes
 from flows.outcomes import Outcome
+from flows.transform import transform_outcomes
 
 TID = "5b0c0a44-8a38-4a0e-9d52-6f1b0c6f7e01"
 FETCHED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.auth import ApiKeyAuth
-from flows.client import ClientOptions, TranscriptionClient
+from flows.api.auth import ApiKeyAuth
+from flows.api.client import ClientOptions, TranscriptionClient
+from flows.api.retry import RetryPolicy, parse_retry_after
 from flows.errors import ApiUnavailableError, AuthenticationError, AuthorizationError
 from flows.outcomes import Outcome
-from flows.retry import RetryPolicy, parse_retry_after
 
 TID = "98fce1ef-dbca-41ef-8bc7-4d1621ac07c6"
 KEY = "sk-secret-key-value"

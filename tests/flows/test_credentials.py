@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from flows.auth import ApiKeyAuth
-from flows.credentials import export_storage_credentials, resolve_auth
-from flows.oauth import OAuthClientCredentials
+from flows.api.auth import ApiKeyAuth
+from flows.api.oauth import OAuthClientCredentials
+from flows.secrets import export_storage_credentials, resolve_auth
 from tests.conftest import FLOW_TEST_MARKS
 
 pytestmark = FLOW_TEST_MARKS

@@ -10,9 +10,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from flows.compact import compact, partitions
 from flows.errors import StorageError
-from flows.store import Store
+from flows.storage.compact import compact, partitions
+from flows.storage.store import Store
 from tests.conftest import SAMPLES
 from tests.crash_driver import ingest
 from tests.flows.test_storage import assert_same, snapshot
@@ -69,8 +69,8 @@ def test_replacement_still_works_after_compaction(out: Path, tmp_path_factory: p
 
 
 def test_a_frame_that_does_not_match_the_schema_fails_before_writing(tmp_path: Path) -> None:
-    from flows.ledger import LEDGER_SCHEMA
-    from flows.storage import commit_batch
+    from flows.storage.commit import commit_batch
+    from flows.storage.ledger import LEDGER_SCHEMA
 
     frames = {table: pl.DataFrame(schema=schema) for table, schema in TABLES.items()}
     frames["transcriptions"] = frames["transcriptions"].with_columns(pl.col("item_count").cast(pl.Int64))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from flows.emulator import DEFAULT_API_KEY, PREFIX_A, PREFIX_B, EmulatorConfig, Faults
-from flows.emulator_server import EmulatorServer, load_responses
-from flows.synthetic import MAX_ITEMS, MIN_ITEMS, synthetic_responses
+from flows.emulator.app import DEFAULT_API_KEY, PREFIX_A, PREFIX_B, EmulatorConfig, Faults
+from flows.emulator.server import EmulatorServer, load_responses
+from flows.emulator.synthetic import MAX_ITEMS, MIN_ITEMS, synthetic_responses
 from tests.conftest import PRIMOCK
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}

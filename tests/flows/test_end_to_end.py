@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from flows.cli import main
-from flows.emulator import DEFAULT_API_KEY, EmulatorConfig, Faults
-from flows.emulator_server import EmulatorServer, load_responses
+from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig, Faults
+from flows.emulator.server import EmulatorServer, load_responses
 from tests.conftest import FLOW_TEST_MARKS, PRIMOCK, SAMPLES
 from transforms.schemas import TABLES
 

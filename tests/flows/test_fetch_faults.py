@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from flows.auth import ApiKeyAuth
-from flows.client import ClientOptions, TranscriptionClient, make_http_client
-from flows.emulator import DEFAULT_API_KEY, EmulatorConfig, Faults
-from flows.emulator_server import EmulatorServer, load_responses
+from flows.api.auth import ApiKeyAuth
+from flows.api.client import ClientOptions, TranscriptionClient, make_http_client
+from flows.api.retry import RetryPolicy
+from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig, Faults
+from flows.emulator.server import EmulatorServer, load_responses
+from flows.emulator.synthetic import synthetic_responses
 from flows.outcomes import Outcome
-from flows.retry import RetryPolicy
-from flows.synthetic import synthetic_responses
 from tests.conftest import PRIMOCK
 
 FAST_RETRY = RetryPolicy(max_attempts=12, backoff_initial_s=0.01, backoff_max_s=0.05, max_retry_wait_s=30)

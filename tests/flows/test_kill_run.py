@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from flows.emulator import DEFAULT_API_KEY, EmulatorConfig, Faults
-from flows.emulator_server import EmulatorServer, load_responses
-from flows.ledger import load_ledger
-from flows.store import Store
+from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig, Faults
+from flows.emulator.server import EmulatorServer, load_responses
+from flows.storage.ledger import load_ledger
+from flows.storage.store import Store
 from tests.conftest import FLOW_TEST_MARKS, PRIMOCK
 from tests.flows.test_storage import assert_same, nothing_pending, snapshot
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flows.ledger import LEDGER_SCHEMA, changed, is_final, plan_run, superseded, updated_ledger
 from flows.outcomes import Outcome
+from flows.storage.ledger import LEDGER_SCHEMA, changed, is_final, plan_run, superseded, updated_ledger
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 A, B, C, D = (f"00000000-0000-4000-8000-00000000000{n}" for n in range(4))

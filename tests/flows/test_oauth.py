@@ -9,15 +9,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from flows.batches import transform_outcomes
-from flows.client import ClientOptions, TranscriptionClient, make_http_client
-from flows.emulator import PREFIX_A, PREFIX_B, EmulatorConfig, Faults
-from flows.emulator_oauth import OAuthServer
-from flows.emulator_server import EmulatorServer
+from flows.api.client import ClientOptions, TranscriptionClient, make_http_client
+from flows.api.oauth import OAuthClientCredentials
+from flows.emulator.app import PREFIX_A, PREFIX_B, EmulatorConfig, Faults
+from flows.emulator.oauth import OAuthServer
+from flows.emulator.server import EmulatorServer
+from flows.emulator.synthetic import synthetic_responses
 from flows.errors import AuthenticationError
-from flows.oauth import OAuthClientCredentials
 from flows.outcomes import Outcome
-from flows.synthetic import synthetic_responses
+from flows.transform import transform_outcomes
 
 CLIENT_ID = "talktime-test-client"
 

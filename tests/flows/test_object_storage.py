@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flows.store import Store
+from flows.storage.store import Store
 from tests.crash_driver import ingest
 from tests.flows.test_storage import assert_same, crash_then_rerun, kill_points, nothing_pending, snapshot
 

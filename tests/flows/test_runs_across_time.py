@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 from flows.cli import main
-from flows.emulator import DEFAULT_API_KEY, EmulatorConfig
-from flows.emulator_server import EmulatorServer, load_responses
+from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig
+from flows.emulator.server import EmulatorServer, load_responses
 from tests.conftest import FLOW_TEST_MARKS, PRIMOCK
 
 pytestmark = FLOW_TEST_MARKS

@@ -13,8 +13,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.storage import read_every_file
-from flows.store import CRASH_ENV, Store
+from flows.storage.commit import read_every_file
+from flows.storage.store import CRASH_ENV, Store
 from tests.conftest import PRIMOCK, SAMPLES
 from tests.crash_driver import ingest
 from transforms.schemas import TABLES
@@ -153,11 +153,11 @@ def test_a_ledger_reader_sees_whole_commits_even_while_rows_are_replaced(tmp_pat
     """Replacements committed while a reader reads: never a duplicate, never a gap."""
     from datetime import UTC, datetime
 
-    from flows.batches import transform_outcomes
-    from flows.ledger import load_ledger
     from flows.outcomes import Outcome
-    from flows.read import read_table as read_current
     from flows.steps import commit_outcomes
+    from flows.storage.ledger import load_ledger
+    from flows.storage.reader import read_table as read_current
+    from flows.transform import transform_outcomes
 
     out = str(tmp_path / "out")
     ingest(out, 4, inputs)

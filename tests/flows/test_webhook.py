@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.emulator_server import BackgroundServer
+from flows.emulator.server import BackgroundServer
 from flows.ingest import outcomes_from_files
-from flows.webhook import WebhookApp, sign, signature_is_valid
+from flows.webhook.receiver import WebhookApp, sign, signature_is_valid
 from tests.conftest import PRIMOCK
 
 SECRET = "whsec-test-secret"

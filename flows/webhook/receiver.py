@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flows.asgi import Receive, Scope, Send, header_map, read_body, send_json
+from flows.webhook.asgi import Receive, Scope, Send, header_map, read_body, send_json
 
 MAX_AGE_S = 300.0
 EVENT_TYPES = ("transcribe_async.succeeded", "transcribe_async.failed")

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from flows.asgi import Receive, Scope, Send, header_map, read_body, send_bytes, send_json
-from flows.emulator_dialects import render_dialect_b, resolve_version
+from flows.emulator.dialects import render_dialect_b, resolve_version
 from flows.outcomes import is_uuid
+from flows.webhook.asgi import Receive, Scope, Send, header_map, read_body, send_bytes, send_json
 
 if TYPE_CHECKING:
-    from flows.emulator_oauth import OAuthServer
+    from flows.emulator.oauth import OAuthServer
 
 DEFAULT_API_KEY = "talktime-dev-key"
 PREFIX_A = "/v1/copilot-api/server"

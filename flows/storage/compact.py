@@ -11,8 +11,7 @@ import re
 
 import polars as pl
 
-from flows.ledger import LEDGER_PATH, load_ledger
-from flows.storage import (
+from flows.storage.commit import (
     INTERNAL,
     PARQUET_OPTIONS,
     PARTITION,
@@ -23,7 +22,8 @@ from flows.storage import (
     recover,
     to_arrow,
 )
-from flows.store import Store
+from flows.storage.ledger import LEDGER_PATH, load_ledger
+from flows.storage.store import Store
 from transforms.schemas import TABLES
 
 _DATE = re.compile(rf"/{PARTITION}=([0-9-]+)/")

@@ -10,16 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.client import DEFAULT_API_VERSION, DEFAULT_CONCURRENCY, DEFAULT_DOWN_AFTER_S, DEFAULT_MAX_WAIT_S
-from flows.credentials import API_KEY_ENV
-from flows.emulator import DEFAULT_API_KEY, EmulatorConfig, Faults
-from flows.retry import DEFAULT_MAX_ATTEMPTS
+from flows.api.client import DEFAULT_API_VERSION, DEFAULT_CONCURRENCY, DEFAULT_DOWN_AFTER_S, DEFAULT_MAX_WAIT_S
+from flows.api.retry import DEFAULT_MAX_ATTEMPTS
+from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig, Faults
+from flows.secrets import API_KEY_ENV
 
 if TYPE_CHECKING:
-    from flows.batches import RunSummary
-    from flows.emulator_oauth import OAuthServer
+    from flows.emulator.oauth import OAuthServer
+    from flows.transform import RunSummary
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
 DEFAULT_BATCH_SIZE = 200
 TABLE_NAMES = ("transcriptions", "speaker_metrics", "transcript_items", "rejected_items")
@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from flows.emulator_server import load_responses, serve
-    from flows.synthetic import synthetic_responses
+    from flows.emulator.server import load_responses, serve
+    from flows.emulator.synthetic import synthetic_responses
 
     responses = load_responses(args.data) | synthetic_responses(args.synthetic, args.seed)
     if args.write_ids:
@@ -163,7 +163,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 def _oauth_server(args: argparse.Namespace) -> OAuthServer | None:
     if not args.oauth_client_id:
         return None
-    from flows.emulator_oauth import OAuthServer
+    from flows.emulator.oauth import OAuthServer
 
     if not args.oauth_public_key:
         raise SystemExit("talktime emulator: --oauth-client-id needs --oauth-public-key")
@@ -210,7 +210,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.emulator_server import EmulatorServer, load_responses
+    from flows.emulator.server import EmulatorServer, load_responses
 
     samples = Path(args.samples)
     out = Path(args.out)
@@ -229,7 +229,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from flows.compact import compact
+    from flows.storage.compact import compact
 
     before, after = compact(str(args.out))
     print(f"talktime compact: {before} data files -> {after}")
@@ -240,7 +240,7 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     import uvicorn
 
     from flows.errors import ConfigurationError
-    from flows.webhook import WebhookApp
+    from flows.webhook.receiver import WebhookApp
 
     secret = os.environ.get(args.secret_env)
     if not secret:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from flows.outcomes import Outcome
-from flows.store import Store
+from flows.storage.store import Store
 from transforms.schemas import UTC_TIMESTAMP
 
 LEDGER_PATH = "_talktime/ledger.parquet"

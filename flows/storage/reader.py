@@ -16,8 +16,8 @@ import time
 import polars as pl
 
 from flows.errors import StorageError
-from flows.ledger import LEDGER_PATH
-from flows.store import Store
+from flows.storage.ledger import LEDGER_PATH
+from flows.storage.store import Store
 from transforms.schemas import TABLES
 
 _BATCH = re.compile(r"part-(.+)\.parquet$")

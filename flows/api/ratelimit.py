@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from flows.retry import Sleep
+from flows.api.retry import Sleep
 
 
 class RateLimiter:

@@ -12,9 +12,9 @@ from typing import Any, Self
 
 import uvicorn
 
-from flows.emulator import PREFIX_A, EmulatorApp, EmulatorConfig, InjectedDropError
+from flows.emulator.app import PREFIX_A, EmulatorApp, EmulatorConfig, InjectedDropError
+from flows.inputs import iter_records, unwrap_event
 from flows.outcomes import is_uuid
-from flows.sources import iter_records, unwrap_event
 
 STARTUP_TIMEOUT_S = 20.0
 

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import cast
 
-from flows.auth import ApiKeyAuth, Auth
+from flows.api.auth import ApiKeyAuth, Auth
 from flows.errors import ConfigurationError
 
 API_KEY_ENV = "TALKTIME_API_KEY"
@@ -62,7 +62,7 @@ async def resolve_auth(
     private_key_secret: str = "talktime-oauth-private-key",
 ) -> Auth:
     """The credentials for `api_url`: OAuth client credentials when a client id is given, else an API key."""
-    from flows.oauth import OAuthClientCredentials
+    from flows.api.oauth import OAuthClientCredentials
 
     client_id = oauth_client_id or os.environ.get(OAUTH_CLIENT_ID_ENV)
     if client_id:

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from flows.cli_commands import COMMANDS, build_parser
+from flows.cli.commands import COMMANDS, build_parser
 
 # Before anything imports prefect: no telemetry, nothing leaves loopback, no input hashing.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -11,7 +11,7 @@ Commit protocol for one batch (local disk or object storage):
 3. Apply: move staged files into place (new data first, then the ledger, then the rewritten
    older files), delete emptied files, then delete the commit record and the staging folder.
    The ledger says which batch's rows are current for each id, and it switches in one atomic
-   step between "new rows added" and "old rows removed": `flows.read.read_table` reads
+   step between "new rows added" and "old rows removed": `flows.storage.reader.read_table` reads
    through it and so always sees a whole commit, even while one is being applied.
 4. Recover (start of every run): apply every commit record left by a crash (each step is
    idempotent: a move whose source is gone was done), then drop staging left without a record.
@@ -31,8 +31,8 @@ import pyarrow as pa
 
 from flows import __version__
 from flows.errors import StorageError
-from flows.ledger import LEDGER_PATH
-from flows.store import Store
+from flows.storage.ledger import LEDGER_PATH
+from flows.storage.store import Store
 from transforms.schemas import SCHEMA_VERSION, SORT_KEYS, TABLES
 
 PARQUET_OPTIONS: dict[str, object] = {

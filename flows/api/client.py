@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 
 import httpx
 
-from flows.auth import Auth
+from flows.api.auth import Auth
+from flows.api.ratelimit import RateLimiter
+from flows.api.retry import RetryPolicy, Sleep, parse_retry_after
 from flows.errors import (
     ApiUnavailableError,
     AuthenticationError,
@@ -26,8 +28,6 @@ from flows.errors import (
     TransientApiError,
 )
 from flows.outcomes import EnvelopeError, Outcome, is_uuid, outcome_from_response, unique_ids
-from flows.ratelimit import RateLimiter
-from flows.retry import RetryPolicy, Sleep, parse_retry_after
 
 DEFAULT_API_VERSION = "2024-04-22"
 DEFAULT_CONCURRENCY = 8

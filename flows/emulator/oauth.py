@@ -11,7 +11,7 @@ from typing import Any
 
 import jwt
 
-from flows.oauth import ASSERTION_TYPE
+from flows.api.oauth import ASSERTION_TYPE
 
 TOKEN_PATH_SUFFIX = "/v1/core/server/oauth/token"
 
