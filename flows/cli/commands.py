@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--api-key", default=DEFAULT_API_KEY, help="the bearer key the emulator accepts")
     emu.add_argument("--ongoing-polls", type=int, default=0, help="polls answered `ongoing` before the result")
     emu.add_argument("--ongoing-seconds", type=float, default=0.0, help="seconds a result stays `ongoing`")
+    emu.add_argument(
+        "--ongoing-forever",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of ids (0-1, drawn from --seed) that stay `ongoing` for ever",
+    )
     emu.add_argument("--write-ids", help="write the served ids to this file and go on serving")
     emu.add_argument("--oauth-client-id", help="emulate OAuth: accept assertions from this client id")
     emu.add_argument("--oauth-public-key", help="PEM public key that verifies the client's assertions")
@@ -151,6 +158,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         ongoing_polls=args.ongoing_polls,
         ongoing_seconds=args.ongoing_seconds,
+        ongoing_forever=args.ongoing_forever,
         faults=_faults(args),
         seed=args.seed,
         oauth=_oauth_server(args),

@@ -69,6 +69,7 @@ class EmulatorConfig:
     api_key: str = DEFAULT_API_KEY
     ongoing_polls: int = 0
     ongoing_seconds: float = 0.0
+    ongoing_forever: float = 0.0  # share of ids (drawn from the seed) that never leave `ongoing`
     faults: Faults = field(default_factory=Faults)
     seed: int = 0
     down: bool = False
@@ -168,6 +169,11 @@ class EmulatorApp:
         now = time.monotonic()
         first = self._first_seen.setdefault(key, now)
         polls = self.requests[key]
+        if (
+            self.config.ongoing_forever
+            and random.Random(f"{self.config.seed}:stuck:{key}").random() < self.config.ongoing_forever
+        ):
+            return True
         return polls <= self.config.ongoing_polls or now - first < self.config.ongoing_seconds
 
 

@@ -119,3 +119,13 @@ def test_dropped_connection_and_stall_are_real(responses: dict[str, dict]) -> No
     stalling = EmulatorServer(EmulatorConfig(responses=responses, faults=Faults(stall=1.0, stall_s=5)))
     with stalling as s, pytest.raises(httpx.ReadTimeout):
         httpx.get(f"{s.api_url}/transcribe-async/{tid}", headers=AUTH, timeout=0.3)
+
+
+def test_a_share_of_ids_stays_ongoing_for_ever(responses: dict[str, dict]) -> None:
+    config = EmulatorConfig(responses=responses, ongoing_forever=0.5, seed=3)
+    with EmulatorServer(config) as s:
+        url = f"{PREFIX_A}/transcribe-async/"
+        statuses = {t: [get(s, url + t, headers=AUTH).json()["status"] for _ in range(3)] for t in list(responses)[:20]}
+    stuck = [tid for tid, seen in statuses.items() if seen == ["ongoing"] * 3]
+    assert 3 <= len(stuck) <= 17
+    assert all(seen == ["succeeded"] * 3 for tid, seen in statuses.items() if tid not in stuck)
