@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from flows.api.auth import ApiKeyAuth, Auth
 from flows.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from flows.settings import RunSettings
 
 API_KEY_ENV = "TALKTIME_API_KEY"
 OAUTH_CLIENT_ID_ENV = "TALKTIME_OAUTH_CLIENT_ID"
@@ -100,3 +103,19 @@ async def export_storage_credentials(out: str, secret_prefix: str) -> list[str]:
             os.environ[variable] = value
             exported.append(variable)
     return exported
+
+
+async def auth_for(settings: RunSettings) -> Auth:
+    """The credentials a run's settings name (see `resolve_auth`)."""
+    return await resolve_auth(
+        settings.api_url,
+        settings.api_key_secret,
+        oauth_client_id=settings.oauth_client_id,
+        private_key_file=settings.private_key_file,
+        private_key_secret=settings.private_key_secret,
+    )
+
+
+async def check_credentials(settings: RunSettings) -> None:
+    """Fail before any batch starts (ConfigurationError) when the credentials cannot be found."""
+    await auth_for(settings)

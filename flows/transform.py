@@ -1,11 +1,13 @@
-"""Batch steps shared by the polling and the ingest flows: transform, write, summarise."""
+"""A batch's decoded responses -> the four output tables (the only caller of transforms/).
+
+`Decoded` is what both decoders produce (the polars fast path and the Python fallback in
+`flows.decode`): the responses (one row per outcome), the flattened items with each field's
+JSON kind, and the raw JSON of the items that will be rejected.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -16,76 +18,43 @@ from transforms.pipeline import collect_tables, item_tables, rejected_keys
 from transforms.schemas import RESPONSES, SORT_KEYS, conform
 from transforms.transcriptions import transcription_metrics
 
-T = TypeVar("T")
+RAW_JSON_SCHEMA = pl.Schema({"transcription_id": pl.String(), "item_index": pl.Int32(), "raw_item": pl.String()})
 
 
-def batched(values: Sequence[T], size: int) -> Iterator[list[T]]:
-    """Consecutive slices of at most `size` values (itertools.batched is Python 3.12+)."""
-    if size < 1:
-        raise ValueError("batch size must be at least 1")
-    for start in range(0, len(values), size):
-        yield list(values[start : start + size])
+@dataclass(frozen=True)
+class Decoded:
+    """One batch, decoded: `responses` (RESPONSES), `raw_items` (RAW_ITEMS_SCHEMA), `raw_json`."""
+
+    responses: pl.DataFrame
+    raw_items: pl.DataFrame
+    raw_json: pl.DataFrame
+
+    def only(self, ids: pl.Series) -> Decoded:
+        """The part of the batch that belongs to these ids."""
+        keep = pl.col("transcription_id").is_in(ids.implode())
+        return Decoded(self.responses.filter(keep), self.raw_items.filter(keep), self.raw_json.filter(keep))
 
 
-def transform_outcomes(outcomes: list[Outcome]) -> dict[str, pl.DataFrame]:
-    """The four tables for a batch of outcomes (raw JSON serialised only for rejected items)."""
+def decode_outcomes(outcomes: list[Outcome]) -> Decoded:
+    """Outcomes decoded by Python (their transcripts as JSON values) -> Decoded."""
     transcripts = transcripts_of(outcomes)
-    raw = flatten_transcripts(transcripts).collect().lazy()
-    raw_json = raw_items_json(transcripts, rejected_keys(raw).collect()).lazy()
-    items = collect_tables(item_tables(raw, raw_json))
+    raw = flatten_transcripts(transcripts).collect()
+    raw_json = raw_items_json(transcripts, rejected_keys(raw.lazy()).collect())
+    return Decoded(conform(responses_frame(outcomes), RESPONSES).collect(), raw, raw_json)
+
+
+def build_tables(decoded: Decoded) -> dict[str, pl.DataFrame]:
+    """The four tables of a decoded batch, sorted for writing."""
+    items = collect_tables(item_tables(decoded.raw_items.lazy(), decoded.raw_json.lazy()))
     items_lazy, rejected_lazy = items["transcript_items"].lazy(), items["rejected_items"].lazy()
     # Collected stage by stage: polars would otherwise recompute speaker metrics for transcriptions.
     speakers = speaker_metrics(items_lazy).collect()
-    responses = conform(responses_frame(outcomes), RESPONSES)
+    responses = conform(decoded.responses.lazy(), RESPONSES)
     transcriptions = transcription_metrics(responses, items_lazy, rejected_lazy, speakers.lazy()).collect()
     tables = {"transcriptions": transcriptions, "speaker_metrics": speakers, **items}
     return {name: frame.sort(*SORT_KEYS[name]) for name, frame in tables.items()}
 
 
-@dataclass
-class RunSummary:
-    """What a run did: outcomes by status, rows written by table, and whether it stopped early."""
-
-    statuses: Counter[str] = field(default_factory=Counter)
-    rows: Counter[str] = field(default_factory=Counter)
-    batches: int = 0
-    already_final: int = 0
-    stopped_early: str | None = None
-    skipped: list[str] = field(default_factory=list)
-    talk: list[pl.DataFrame] = field(default_factory=list)
-
-    def add(self, polled: list[Outcome], frames: dict[str, pl.DataFrame]) -> None:
-        """Account for one committed batch: what was polled, and the rows written."""
-        self.batches += 1
-        self.statuses.update(o.status for o in polled)
-        self.rows.update({table: frame.height for table, frame in frames.items()})
-        self.talk.append(frames["speaker_metrics"].group_by("speaker").agg(pl.col("talk_time_ms").sum()))
-
-    def status_table(self) -> pl.DataFrame:
-        """Transcriptions per status."""
-        return pl.DataFrame(
-            {"status": list(self.statuses), "transcriptions": list(self.statuses.values())},
-            schema={"status": pl.String, "transcriptions": pl.Int64},
-        ).sort("status")
-
-    def talk_table(self) -> pl.DataFrame:
-        """Talk time per speaker over the whole run, in minutes and as a share."""
-        if not self.talk:
-            return pl.DataFrame(schema={"speaker": pl.String, "talk_minutes": pl.Float64, "share": pl.Float64})
-        totals = pl.concat(self.talk).group_by("speaker").agg(pl.col("talk_time_ms").sum())
-        return totals.select(
-            "speaker",
-            (pl.col("talk_time_ms") / 60_000).round(1).alias("talk_minutes"),
-            (pl.col("talk_time_ms") / pl.col("talk_time_ms").sum()).round(3).alias("share"),
-        ).sort("speaker")
-
-    def as_dict(self) -> dict[str, object]:
-        """A JSON-friendly summary."""
-        return {
-            "statuses": dict(self.statuses),
-            "rows": dict(self.rows),
-            "batches": self.batches,
-            "already_final": self.already_final,
-            "stopped_early": self.stopped_early,
-            "skipped_inputs": len(self.skipped),
-        }
+def transform_outcomes(outcomes: list[Outcome]) -> dict[str, pl.DataFrame]:
+    """The four tables for a batch of outcomes."""
+    return build_tables(decode_outcomes(outcomes))

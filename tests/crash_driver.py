@@ -1,34 +1,75 @@
-"""Runs the ingest flow's steps (the functions its tasks wrap, without Prefect) on one output.
+"""Runs `talktime ingest`'s body without Prefect (a thread pool submits the batches) on one output.
 
-`python -m tests.crash_driver OUT BATCH_SIZE INPUT...`: used by the crash tests, which set
-TALKTIME_CRASH_AFTER_OPS so that the process SIGKILLs itself before its N-th storage operation.
-Prints the number of storage operations it performed.
+`python -m tests.crash_driver OUT BATCH_SIZE INPUT...`: with TALKTIME_CRASH_AFTER_OPS=N in the
+environment the process SIGKILLs itself right before its N-th mutating storage operation (the
+hook is installed here, around `Store`, never in product code). Prints the number of mutating
+storage operations it performed.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-import polars as pl
-
-from flows.ingest import outcomes_from_files
-from flows.steps import commit_outcomes, recover_and_load
-from flows.storage.ledger import changed
+from flows import runs
+from flows.batch import read_batch
+from flows.runs import Run
+from flows.settings import IngestSettings
 from flows.storage.store import Store
-from flows.transform import batched, transform_outcomes
+from flows.summary import RunSummary
+
+CRASH_ENV = "TALKTIME_CRASH_AFTER_OPS"
+MUTATING = ("write_bytes", "move", "delete", "delete_dir")
+_ops = 0
+_lock = threading.Lock()
+
+
+def _counted(method: Callable[..., Any], crash_at: int) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _ops
+        with _lock:
+            _ops += 1
+            if crash_at and _ops >= crash_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return method(*args, **kwargs)
+
+    return wrapper
+
+
+def install_counter(crash_at: int = 0) -> None:
+    """Count (and with `crash_at`, crash at) every mutating storage operation of this process."""
+    for name in MUTATING:
+        original = getattr(Store, name)
+        setattr(Store, name, _counted(getattr(original, "__wrapped__", original), crash_at))
+        getattr(Store, name).__wrapped__ = getattr(original, "__wrapped__", original)
+
+
+def commit(run: Run, staged: Any, summary: RunSummary) -> None:
+    run.commit(staged, summary)
+
+
+def ingest_without_prefect(out: str, batch_size: int, inputs: list[str], in_flight: int = 2) -> RunSummary:
+    """The body of the ingest flow with a thread pool in Prefect's place."""
+    settings = IngestSettings(inputs=inputs, out=out, batch_size=batch_size, in_flight=in_flight)
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        return runs.ingest(settings, lambda spec: pool.submit(read_batch, settings, spec), commit, logging.getLogger())
 
 
 def ingest(out: str, batch_size: int, inputs: list[str]) -> int:
-    """The body of `ingest_flow`, step by step; returns storage operations done."""
-    ops_before = Store.ops_total
-    outcomes, _ = outcomes_from_files(inputs)
-    ledger, _ = recover_and_load(out)
-    final = set(ledger.filter(pl.col("final"))["transcription_id"])
-    for batch in batched([o for o in outcomes if o.transcription_id not in final], batch_size):
-        written = changed(ledger, batch)
-        ledger = commit_outcomes(out, transform_outcomes(written), batch, written, ledger)
-    return Store.ops_total - ops_before
+    """Ingest in this process; returns the mutating storage operations it took."""
+    install_counter()
+    before = _ops
+    ingest_without_prefect(out, batch_size, inputs)
+    return _ops - before
 
 
 if __name__ == "__main__":
-    print(ingest(sys.argv[1], int(sys.argv[2]), sys.argv[3:]))
+    install_counter(int(os.environ.get(CRASH_ENV, "0") or 0))
+    ingest_without_prefect(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
+    print(_ops)

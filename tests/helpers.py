@@ -28,3 +28,16 @@ def metrics_by_speaker(items: list[Any]) -> dict[str, dict[str, Any]]:
     """speaker -> that speaker's metrics row."""
     rows = tables_for(items)["speaker_metrics"].to_dicts()
     return {row["speaker"]: row for row in rows}
+
+
+def commit_outcomes(out: str, outcomes: list[Outcome]) -> None:
+    """Stage and commit these outcomes as one batch of a run of their own (as the flows do)."""
+    from flows.batch import BatchSpec, stage_outcomes
+    from flows.storage.commit import new_batch_id
+    from flows.storage.dataset import Dataset
+
+    dataset = Dataset(out)
+    run_id = new_batch_id()
+    staged = stage_outcomes(out, BatchSpec.new(1, dataset.write_snapshot(run_id)), outcomes)
+    dataset.commit(staged.files, staged.polled, run_batches=frozenset())
+    dataset.drop_snapshot(run_id)

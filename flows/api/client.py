@@ -28,14 +28,9 @@ from flows.errors import (
     TransientApiError,
 )
 from flows.outcomes import EnvelopeError, Outcome, is_uuid, outcome_from_response, unique_ids
+from flows.settings import DEFAULT_API_VERSION, DEFAULT_CONCURRENCY, DEFAULT_DOWN_AFTER_S
 
-DEFAULT_API_VERSION = "2024-04-22"
-DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-DEFAULT_MAX_WAIT_S = 60.0
-DEFAULT_DOWN_AFTER_S = 300.0
-POLL_INITIAL_S = 1.0
-POLL_MAX_S = 30.0
 NOT_FOUND_CONFIRM_S = 1.0
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 VERSION_HEADER = "X-Nabla-Api-Version"
@@ -57,7 +52,6 @@ class ClientOptions:
     api_version: str = DEFAULT_API_VERSION
     concurrency: int = DEFAULT_CONCURRENCY
     rate_limit_per_s: float | None = None
-    max_wait_s: float = DEFAULT_MAX_WAIT_S
     down_after_s: float = DEFAULT_DOWN_AFTER_S
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -102,17 +96,10 @@ class TranscriptionClient:
         return [t.result() for t in tasks], None
 
     async def fetch(self, transcription_id: str) -> Outcome:
-        """The outcome of one id, re-polling while ongoing until the max-wait deadline."""
+        """The outcome of one poll of one id (an `ongoing` id is re-polled later by the run, not here)."""
         if not is_uuid(transcription_id):
             return Outcome.error(transcription_id, "invalid_id", "not a UUID; never sent", _now())
-        deadline = self._clock() + self._options.max_wait_s
-        delay = POLL_INITIAL_S
-        while True:
-            outcome = await self._fetch_once(transcription_id.lower())
-            if outcome.status != "ongoing" or self._clock() + delay > deadline:
-                return outcome
-            await self._sleep(delay)
-            delay = min(delay * 2, POLL_MAX_S)
+        return await self._fetch_once(transcription_id.lower())
 
     async def _fetch_once(self, tid: str) -> Outcome:
         """One poll; a 404 is confirmed by a second request before it counts as not_found."""

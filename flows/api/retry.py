@@ -22,8 +22,8 @@ from tenacity import (
 )
 
 from flows.errors import TransientApiError
+from flows.settings import DEFAULT_MAX_ATTEMPTS
 
-DEFAULT_MAX_ATTEMPTS = 6
 DEFAULT_BACKOFF_INITIAL_S = 0.25
 DEFAULT_BACKOFF_MAX_S = 20.0
 DEFAULT_MAX_RETRY_WAIT_S = 120.0

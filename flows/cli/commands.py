@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.api.client import DEFAULT_API_VERSION, DEFAULT_CONCURRENCY, DEFAULT_DOWN_AFTER_S, DEFAULT_MAX_WAIT_S
-from flows.api.retry import DEFAULT_MAX_ATTEMPTS
-from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig, Faults
 from flows.secrets import API_KEY_ENV
+from flows.settings import (
+    DEFAULT_API_VERSION,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DOWN_AFTER_S,
+    DEFAULT_IN_FLIGHT,
+    DEFAULT_INGEST_BATCH_SIZE,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_WAIT_S,
+    DEFAULT_RUN_BATCH_SIZE,
+    IngestSettings,
+    RunSettings,
+)
+from flows.summary import print_summary
 
 if TYPE_CHECKING:
+    from flows.emulator.app import Faults
     from flows.emulator.oauth import OAuthServer
-    from flows.transform import RunSummary
+    from flows.summary import RunSummary
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
-DEFAULT_BATCH_SIZE = 200
 TABLE_NAMES = ("transcriptions", "speaker_metrics", "transcript_items", "rejected_items")
 
 
@@ -44,6 +53,8 @@ def _add_fault_options(p: argparse.ArgumentParser) -> None:
 
 
 def _faults(args: argparse.Namespace) -> Faults:
+    from flows.emulator.app import Faults
+
     return Faults(
         rate_limited=args.fault_rate_limited,
         server_error=args.fault_server_error,
@@ -67,7 +78,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-version", default=DEFAULT_API_VERSION, help="X-Nabla-Api-Version to send")
     p.add_argument("--oauth-client-id", help="OAuth client id (dialect B); switches to OAuth client credentials")
     p.add_argument("--private-key-file", help="PEM file of the OAuth client's RS256 private key")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="ids per fetch/transform/write batch")
+    p.add_argument(
+        "--batch-size", type=int, default=DEFAULT_RUN_BATCH_SIZE, help="ids per batch (one task, one commit)"
+    )
+    p.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT, help="batches fetched ahead of the commit")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight at most")
     p.add_argument("--rate-limit", type=float, default=None, help="requests per second at most")
     p.add_argument("--max-wait", type=float, default=DEFAULT_MAX_WAIT_S, help="seconds to re-poll ongoing ids")
@@ -107,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--data", nargs="*", default=[], help=".json/.ndjson responses or folders of them")
     emu.add_argument("--synthetic", type=int, default=0, metavar="N", help="also serve N synthetic transcripts")
     emu.add_argument("--seed", type=int, default=0, help="seed of synthetic data and of faults")
-    emu.add_argument("--api-key", default=DEFAULT_API_KEY, help="the bearer key the emulator accepts")
+    emu.add_argument("--api-key", default="talktime-dev-key", help="the bearer key the emulator accepts")
     emu.add_argument("--ongoing-polls", type=int, default=0, help="polls answered `ongoing` before the result")
     emu.add_argument("--ongoing-seconds", type=float, default=0.0, help="seconds a result stays `ongoing`")
     emu.add_argument(
@@ -129,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", help="read saved responses or webhook events (no network)")
     ing.add_argument("--input", nargs="+", required=True, help=".json/.ndjson files or folders")
     ing.add_argument("--out", required=True, help="output directory")
-    ing.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    ing.add_argument("--batch-size", type=int, default=DEFAULT_INGEST_BATCH_SIZE, help="records per batch")
+    ing.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT, help="batches read ahead of the commit")
 
     comp = sub.add_parser("compact", help="merge each partition's small files (readers see the same rows)")
     comp.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
@@ -147,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
+    from flows.emulator.app import EmulatorConfig
     from flows.emulator.server import load_responses, serve
     from flows.emulator.synthetic import synthetic_responses
 
@@ -179,45 +195,56 @@ def _oauth_server(args: argparse.Namespace) -> OAuthServer | None:
     return OAuthServer(args.oauth_client_id, public_key, token_ttl_s=args.token_ttl)
 
 
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """The run's settings from its arguments (the key goes to this process's environment only)."""
+    if args.api_key:
+        os.environ[API_KEY_ENV] = args.api_key
+    return RunSettings(
+        api_url=args.api_url,
+        ids_file=str(args.ids),
+        out=str(args.out),
+        api_version=args.api_version,
+        batch_size=args.batch_size,
+        in_flight=args.in_flight,
+        concurrency=args.concurrency,
+        rate_limit=args.rate_limit,
+        max_wait_s=args.max_wait,
+        expire_after_s=args.expire_after,
+        max_attempts=args.max_attempts,
+        down_after_s=args.give_up_after,
+        oauth_client_id=args.oauth_client_id,
+        private_key_file=args.private_key_file,
+    )
+
+
+def ingest_settings(args: argparse.Namespace) -> IngestSettings:
+    return IngestSettings(
+        inputs=list(args.input), out=str(args.out), batch_size=args.batch_size, in_flight=args.in_flight
+    )
+
+
 def _run(args: argparse.Namespace) -> RunSummary:
     from flows.pipeline import run_flow
 
-    if args.api_key:
-        os.environ[API_KEY_ENV] = args.api_key
-    return asyncio.run(
-        run_flow(
-            api_url=args.api_url,
-            ids_file=str(args.ids),
-            out=str(args.out),
-            api_version=args.api_version,
-            batch_size=args.batch_size,
-            concurrency=args.concurrency,
-            rate_limit=args.rate_limit,
-            max_wait_s=args.max_wait,
-            expire_after_s=args.expire_after,
-            max_attempts=args.max_attempts,
-            down_after_s=args.give_up_after,
-            oauth_client_id=args.oauth_client_id,
-            private_key_file=args.private_key_file,
-        )
-    )
+    return run_flow(run_settings(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     summary = _run(args)
-    print_summary(summary, args.out)
+    print_summary(summary, str(args.out))
     return 1 if summary.stopped_early else 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from flows.pipeline import ingest_flow
 
-    summary = asyncio.run(ingest_flow(inputs=list(args.input), out=str(args.out), batch_size=args.batch_size))
-    print_summary(summary, args.out)
+    summary = ingest_flow(ingest_settings(args))
+    print_summary(summary, str(args.out))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.emulator.app import EmulatorConfig
     from flows.emulator.server import EmulatorServer, load_responses
 
     samples = Path(args.samples)
@@ -232,7 +259,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
              "--api-key", config.api_key, "--batch-size", "25", "--max-wait", "3"]
         )  # fmt: skip
         summary = _run(demo_args)
-    print_summary(summary, out)
+    print_summary(summary, str(out))
     return 1 if summary.stopped_early else 0
 
 
@@ -257,25 +284,6 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     print(f"talktime webhook: landing events in {args.landing} from http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="off")
     return 0
-
-
-def print_summary(summary: RunSummary, out: str | Path) -> None:
-    """The run's outcomes, talk time by speaker, and where the tables are."""
-    import polars as pl
-
-    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        print("\nTranscriptions by status")
-        print(summary.status_table())
-        print("\nTalk time by speaker (all succeeded transcriptions)")
-        print(summary.talk_table())
-    print("\nRows written: " + ", ".join(f"{t} {summary.rows.get(t, 0)}" for t in TABLE_NAMES))
-    if summary.already_final:
-        print(f"Already final from earlier runs (not fetched again): {summary.already_final}")
-    if summary.skipped:
-        print(f"Skipped {len(summary.skipped)} unreadable input records (see the log).")
-    if summary.stopped_early:
-        print(f"Stopped early: {summary.stopped_early}. Ids not answered stay pending for the next run.")
-    print(f"Output: {out}/{{{','.join(TABLE_NAMES)}}}/**/*.parquet")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -4,8 +4,10 @@ Layout: `{out}/{table}/fetched_date=YYYY-MM-DD/part-{batch_id}.parquet` (Hive-st
 `{out}/_talktime/` for the ledger, staging and commit records (never matched by table globs).
 
 Commit protocol for one batch (local disk or object storage):
-1. Stage: write the batch's four files, the rewritten versions of older files that held
-   superseded rows of the same ids, and the new ledger, under `_talktime/staging/{batch}/`.
+1. Stage: a batch task writes the batch's four files under `_talktime/staging/{batch}/`
+   (several batches at once, anywhere: nothing else is touched); then the one writer stages
+   there the rewritten versions of older files that held superseded rows of the same ids, and
+   the new ledger (`Transaction`; batches are committed one at a time, in order).
 2. Commit: write `_talktime/commits/{batch}.json` listing every move and delete. Writing this
    one small file is the commit point: before it the batch does not exist, after it, it does.
 3. Apply: move staged files into place (new data first, then the ledger, then the rewritten
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -31,7 +34,6 @@ import pyarrow as pa
 
 from flows import __version__
 from flows.errors import StorageError
-from flows.storage.ledger import LEDGER_PATH
 from flows.storage.store import Store
 from transforms.schemas import SCHEMA_VERSION, SORT_KEYS, TABLES
 
@@ -86,49 +88,69 @@ class CommitRecord:
         return cls(raw["batch_id"], [tuple(m) for m in raw["moves"]], list(raw["deletes"]))
 
 
-def _stage_replacements(
-    store: Store, staging: str, superseded: dict[tuple[str, str], set[str]], record: CommitRecord
-) -> None:
-    """Rewrite older files without the rows of ids this batch supersedes."""
-    for (old_batch, old_date), ids in sorted(superseded.items()):
-        for table in TABLES:
-            old = data_path(table, old_date, old_batch)
-            if not store.exists(old):
-                continue
-            kept = pl.DataFrame(store.read_parquet(old)).filter(~pl.col("transcription_id").is_in(sorted(ids)))
-            staged = f"{staging}/replace/{table}/{old_batch}.parquet"
-            store.write_parquet(staged, to_arrow(table, kept.cast(dict(TABLES[table]))), **PARQUET_OPTIONS)  # type: ignore[arg-type]
-            record.moves.append((staged, old))
+def staging_dir(batch_id: str) -> str:
+    return f"{INTERNAL}/staging/{batch_id}"
 
 
-def commit_batch(
-    store: Store,
-    frames: dict[str, pl.DataFrame],
-    *,
-    batch_id: str,
-    fetched_date: str,
-    ledger: pl.DataFrame,
-    superseded: dict[tuple[str, str], set[str]],
-) -> None:
-    """Stage, commit and apply one batch (see the module docstring).
+def stage_tables(store: Store, batch_id: str, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
+    """Stage a batch's four files (step 1; none when every table is empty); rows per table.
 
-    A batch with no rows to write (every id unchanged) commits only the ledger.
+    Safe to run anywhere, in parallel with other batches and with the commits of earlier ones:
+    nothing outside the batch's own staging folder is touched until its commit.
     """
-    staging = f"{INTERNAL}/staging/{batch_id}"
-    record = CommitRecord(batch_id)
     arrow = {table: to_arrow(table, frame) for table, frame in frames.items()}  # schema check before any write
+    if not any(data.num_rows for data in arrow.values()):
+        return {}
     try:
-        for table, data in arrow.items() if any(t.num_rows for t in arrow.values()) else []:
-            staged = f"{staging}/{table}.parquet"
-            store.write_parquet(staged, data, **PARQUET_OPTIONS)
-            record.moves.append((staged, data_path(table, fetched_date, batch_id)))
-        store.write_parquet(f"{staging}/ledger.parquet", ledger.to_arrow(), compression="zstd")
-        record.moves.append((f"{staging}/ledger.parquet", LEDGER_PATH))
-        _stage_replacements(store, staging, superseded, record)
-        store.write_bytes(f"{INTERNAL}/commits/{batch_id}.json", record.to_json())
+        for table, data in arrow.items():
+            store.write_parquet(f"{staging_dir(batch_id)}/{table}.parquet", data, **PARQUET_OPTIONS)
     except OSError as exc:
         raise StorageError(f"cannot write to {store.url}: {exc}") from exc
-    apply_commit(store, record)
+    return {table: data.num_rows for table, data in arrow.items()}
+
+
+class Transaction:
+    """One commit: files staged under the batch's staging folder, one commit record, then applied."""
+
+    def __init__(self, store: Store, batch_id: str) -> None:
+        self.store = store
+        self.record = CommitRecord(batch_id)
+        self.staging = staging_dir(batch_id)
+
+    def stage(self, name: str, table: pa.Table, destination: str, **options: object) -> None:
+        """Write `table` into staging now; it moves to `destination` when the commit is applied."""
+        self._guard(lambda: self.store.write_parquet(f"{self.staging}/{name}", table, **options))
+        self.adopt(f"{self.staging}/{name}", destination)
+
+    def adopt(self, staged: str, destination: str) -> None:
+        """Move a file already staged (by a batch task) to `destination` when applied."""
+        self.record.moves.append((staged, destination))
+
+    def delete(self, path: str) -> None:
+        self.record.deletes.append(path)
+
+    def supersede(self, superseded: dict[tuple[str, str], set[str]]) -> None:
+        """Rewrite older files without the rows of ids this commit replaces."""
+        for (old_batch, old_date), ids in sorted(superseded.items()):
+            for table in TABLES:
+                old = data_path(table, old_date, old_batch)
+                if not self.store.exists(old):
+                    continue
+                kept = pl.DataFrame(self.store.read_parquet(old)).filter(~pl.col("transcription_id").is_in(sorted(ids)))
+                data = to_arrow(table, kept.cast(dict(TABLES[table])))  # type: ignore[arg-type]
+                self.stage(f"replace/{table}/{old_batch}.parquet", data, old, **PARQUET_OPTIONS)
+
+    def commit(self) -> None:
+        """Write the commit record (the commit point), then apply it."""
+        record = self.record
+        self._guard(lambda: self.store.write_bytes(f"{INTERNAL}/commits/{record.batch_id}.json", record.to_json()))
+        apply_commit(self.store, record)
+
+    def _guard(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except OSError as exc:
+            raise StorageError(f"cannot write to {self.store.url}: {exc}") from exc
 
 
 def apply_commit(store: Store, record: CommitRecord) -> None:

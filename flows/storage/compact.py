@@ -1,6 +1,6 @@
 """`talktime compact`: merge each partition's small files into one file per table.
 
-It uses the same commit protocol as a batch (stage, commit record, apply), so a crash at any
+It commits through the same `Transaction` as a batch (stage, commit record, apply), so a crash at any
 point leaves the datasets as they were or as compacted, never half of each. The ledger's
 pointers (which batch holds an id's rows) move to the merged files in the same commit.
 """
@@ -11,17 +11,7 @@ import re
 
 import polars as pl
 
-from flows.storage.commit import (
-    INTERNAL,
-    PARQUET_OPTIONS,
-    PARTITION,
-    CommitRecord,
-    apply_commit,
-    data_path,
-    new_batch_id,
-    recover,
-    to_arrow,
-)
+from flows.storage.commit import PARQUET_OPTIONS, PARTITION, Transaction, data_path, new_batch_id, recover, to_arrow
 from flows.storage.ledger import LEDGER_PATH, load_ledger
 from flows.storage.store import Store
 from transforms.schemas import TABLES
@@ -41,20 +31,19 @@ def partitions(store: Store) -> dict[str, dict[str, list[str]]]:
 
 
 def _compact_partition(store: Store, date: str, files: dict[str, list[str]], ledger: pl.DataFrame) -> pl.DataFrame:
-    batch_id = new_batch_id()
-    staging = f"{INTERNAL}/staging/{batch_id}"
-    record = CommitRecord(batch_id)
+    transaction = Transaction(store, new_batch_id())
+    batch_id = transaction.record.batch_id
     for table, paths in files.items():
         merged = pl.concat([pl.DataFrame(store.read_parquet(p)) for p in paths]).cast(dict(TABLES[table]))  # type: ignore[arg-type]
-        store.write_parquet(f"{staging}/{table}.parquet", to_arrow(table, merged), **PARQUET_OPTIONS)
-        record.moves.append((f"{staging}/{table}.parquet", data_path(table, date, batch_id)))
-        record.deletes += paths
+        transaction.stage(
+            f"{table}.parquet", to_arrow(table, merged), data_path(table, date, batch_id), **PARQUET_OPTIONS
+        )
+        for path in paths:
+            transaction.delete(path)
     moved = pl.col("fetched_date") == date
     ledger = ledger.with_columns(pl.when(moved).then(pl.lit(batch_id)).otherwise(pl.col("batch_id")).alias("batch_id"))
-    store.write_parquet(f"{staging}/ledger.parquet", ledger.to_arrow(), compression="zstd")
-    record.moves.append((f"{staging}/ledger.parquet", LEDGER_PATH))
-    store.write_bytes(f"{INTERNAL}/commits/{batch_id}.json", record.to_json())
-    apply_commit(store, record)
+    transaction.stage("ledger.parquet", ledger.to_arrow(), LEDGER_PATH, compression="zstd")
+    transaction.commit()
     return ledger
 
 

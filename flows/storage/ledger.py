@@ -37,6 +37,11 @@ LEDGER_SCHEMA = pl.Schema(
 )
 
 
+def final_expr() -> pl.Expr:
+    """`is_final` over a frame with `status` and `error_code`."""
+    return pl.col("status").is_in(FINAL_STATUSES) | (pl.col("error_code") == NEVER_SENT).fill_null(False)
+
+
 def is_final(outcome: Outcome) -> bool:
     """Whether no later poll can change this outcome."""
     return outcome.status in FINAL_STATUSES or outcome.error_code == NEVER_SENT
@@ -81,9 +86,22 @@ def plan_run(ledger: pl.DataFrame, ids: list[str], now: datetime, expire_after: 
     )
 
 
-def _expired(tid: str, status: str, now: datetime, expire_after: timedelta) -> Outcome:
-    message = f"still {status} {expire_after} after it was first requested"
-    return Outcome(tid, "expired", now, error_code="expired", error_message=message)
+POLLED_SCHEMA = pl.Schema(
+    {"transcription_id": pl.String(), "status": pl.String(), "final": pl.Boolean(), "written": pl.Boolean()}
+)
+
+
+def polled_frame(outcomes: list[Outcome], written: set[str]) -> pl.DataFrame:
+    """What a batch learnt of each polled id: status, whether final, whether its rows are (re)written."""
+    return pl.DataFrame(
+        {
+            "transcription_id": [o.transcription_id for o in outcomes],
+            "status": [o.status for o in outcomes],
+            "final": [is_final(o) for o in outcomes],
+            "written": [o.transcription_id in written for o in outcomes],
+        },
+        schema=POLLED_SCHEMA,
+    )
 
 
 def changed(ledger: pl.DataFrame, outcomes: list[Outcome]) -> list[Outcome]:
@@ -94,10 +112,9 @@ def changed(ledger: pl.DataFrame, outcomes: list[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if status.get(o.transcription_id) != o.status]
 
 
-def superseded(ledger: pl.DataFrame, outcomes: list[Outcome]) -> dict[tuple[str, str], set[str]]:
+def superseded(ledger: pl.DataFrame, ids: pl.Series) -> dict[tuple[str, str], set[str]]:
     """(batch_id, fetched_date) of the files holding earlier rows of these ids -> those ids."""
-    ids = [o.transcription_id for o in outcomes]
-    earlier = ledger.filter(pl.col("transcription_id").is_in(ids) & pl.col("batch_id").is_not_null())
+    earlier = ledger.filter(pl.col("transcription_id").is_in(ids.implode()) & pl.col("batch_id").is_not_null())
     found: dict[tuple[str, str], set[str]] = {}
     for tid, batch, date in earlier.select("transcription_id", "batch_id", "fetched_date").iter_rows():
         found.setdefault((batch, date), set()).add(tid)
@@ -105,25 +122,16 @@ def superseded(ledger: pl.DataFrame, outcomes: list[Outcome]) -> dict[tuple[str,
 
 
 def updated_ledger(
-    ledger: pl.DataFrame, polled: list[Outcome], written: list[Outcome], batch_id: str, fetched_date: str, now: datetime
+    ledger: pl.DataFrame, polled: pl.DataFrame, batch_id: str, fetched_date: str, now: datetime
 ) -> pl.DataFrame:
-    """The ledger after a batch: every polled id's state, and where the written ones' rows are."""
-    written_ids = {o.transcription_id for o in written}
-    update = pl.DataFrame(
-        {
-            "transcription_id": [o.transcription_id for o in polled],
-            "status": [o.status for o in polled],
-            "final": [is_final(o) for o in polled],
-            "last_polled_at": [now] * len(polled),
-            "new_batch_id": [batch_id if o.transcription_id in written_ids else None for o in polled],
-        },
-        schema={
-            "transcription_id": pl.String(),
-            "status": pl.String(),
-            "final": pl.Boolean(),
-            "last_polled_at": UTC_TIMESTAMP,
-            "new_batch_id": pl.String(),
-        },
+    """The ledger after a batch (`polled`: POLLED_SCHEMA): every polled id's state, and where the
+    written ones' rows are."""
+    update = polled.select(
+        "transcription_id",
+        "status",
+        "final",
+        pl.lit(now, UTC_TIMESTAMP).alias("last_polled_at"),
+        pl.when(pl.col("written")).then(pl.lit(batch_id)).otherwise(pl.lit(None, pl.String)).alias("new_batch_id"),
     )
     merged = ledger.join(update, on="transcription_id", how="full", coalesce=True, suffix="_new")
     written_now = pl.col("new_batch_id").is_not_null()

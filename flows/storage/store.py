@@ -4,9 +4,6 @@ What the commit protocol needs from storage: whole-object writes that readers ne
 done, moves, deletes, listings. On local disk a write goes to a temporary name, is fsynced and
 renamed (atomic); on object storage a PUT is atomic by itself and a move is copy + delete, which
 the protocol only ever performs on already-committed, idempotent steps.
-
-TALKTIME_CRASH_AFTER_OPS (fault injection for the crash tests): SIGKILL this process right
-before its N-th mutating storage operation.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import signal
 import uuid
 from pathlib import Path
 
@@ -24,13 +20,9 @@ import pyarrow.parquet as pq
 
 from flows.errors import StorageError
 
-CRASH_ENV = "TALKTIME_CRASH_AFTER_OPS"
-
 
 class Store:
     """Files under one root (a local directory or a bucket prefix)."""
-
-    ops_total = 0  # mutating operations by every Store of this process (read by the crash tests)
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -43,19 +35,12 @@ class Store:
             raise StorageError(f"unusable output location {url!r}: {exc}") from None
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        self._crash_at = int(os.environ.get(CRASH_ENV, "0") or 0)
 
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
 
-    def _mutating(self) -> None:
-        Store.ops_total += 1
-        if self._crash_at and Store.ops_total >= self._crash_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write a whole file; readers see the old file, nothing, or all of the new one."""
-        self._mutating()
         target = self.path(relative)
         if not self.local:
             with self.fs.open_output_stream(target) as out:
@@ -90,7 +75,6 @@ class Store:
 
     def move(self, src: str, dst: str) -> None:
         """Move a file, replacing `dst` (atomic on local disk; copy then delete on object stores)."""
-        self._mutating()
         if self.local:
             Path(self.path(dst)).parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.path(src), self.path(dst))
@@ -101,13 +85,11 @@ class Store:
 
     def delete(self, relative: str) -> None:
         """Delete a file if it exists."""
-        self._mutating()
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path(relative))
 
     def delete_dir(self, relative: str) -> None:
         """Delete a folder and everything below it, if it exists."""
-        self._mutating()
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_dir(self.path(relative))
 

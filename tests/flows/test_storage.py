@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 
 from flows.storage.commit import read_every_file
-from flows.storage.store import CRASH_ENV, Store
+from flows.storage.store import Store
 from tests.conftest import PRIMOCK, SAMPLES
-from tests.crash_driver import ingest
+from tests.crash_driver import CRASH_ENV, ingest
 from transforms.schemas import TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,10 +154,8 @@ def test_a_ledger_reader_sees_whole_commits_even_while_rows_are_replaced(tmp_pat
     from datetime import UTC, datetime
 
     from flows.outcomes import Outcome
-    from flows.steps import commit_outcomes
-    from flows.storage.ledger import load_ledger
     from flows.storage.reader import read_table as read_current
-    from flows.transform import transform_outcomes
+    from tests.helpers import commit_outcomes
 
     out = str(tmp_path / "out")
     ingest(out, 4, inputs)
@@ -183,7 +181,7 @@ def test_a_ledger_reader_sees_whole_commits_even_while_rows_are_replaced(tmp_pat
             outcome = [
                 Outcome(pending, status, datetime.now(UTC), error_code="retries_exhausted" if n % 2 == 0 else None)
             ]
-            commit_outcomes(out, transform_outcomes(outcome), outcome, outcome, load_ledger(Store(out)))
+            commit_outcomes(out, outcome)
     finally:
         stop.set()
         reader.join()

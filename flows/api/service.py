@@ -1,0 +1,91 @@
+"""One fetcher per process: a pooled client on its own event loop, shared by every batch task.
+
+Batch tasks run in worker threads (Prefect's thread pool here, Dask workers later), several at
+once. They share one `httpx.AsyncClient`, one concurrency bound, one rate limiter, one OAuth
+token cache and one outage timer per process, so that `--concurrency` and `--rate-limit` hold for
+the run as a whole, and a task's arguments stay small and picklable (the task builds nothing it
+cannot rebuild: it asks this module for its process's fetcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import httpx
+
+from flows.api.auth import Auth
+from flows.api.client import ClientOptions, TranscriptionClient, make_http_client
+from flows.api.retry import RetryPolicy
+from flows.errors import ApiUnavailableError
+from flows.outcomes import Outcome
+from flows.secrets import auth_for
+from flows.settings import RunSettings
+
+T = TypeVar("T")
+
+
+class Fetcher:
+    """A TranscriptionClient running on a private event loop in a daemon thread."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="talktime-fetcher", daemon=True)
+        self._thread.start()
+        self._http: httpx.AsyncClient | None = None
+        self._client = self._call(self._open(settings))
+
+    async def _open(self, settings: RunSettings) -> TranscriptionClient:
+        auth: Auth = await auth_for(settings)
+        self._http = make_http_client(concurrency=settings.concurrency)
+        options = ClientOptions(
+            api_url=settings.api_url,
+            api_version=settings.api_version,
+            concurrency=settings.concurrency,
+            rate_limit_per_s=settings.rate_limit,
+            down_after_s=settings.down_after_s,
+            retry=RetryPolicy(max_attempts=settings.max_attempts),
+        )
+        return TranscriptionClient(self._http, options, auth)
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def fetch_many(self, ids: list[str]) -> tuple[list[Outcome], ApiUnavailableError | None]:
+        """One poll of each id (blocking the calling thread); see TranscriptionClient.fetch_many."""
+        return self._call(self._client.fetch_many(ids))
+
+    @property
+    def requests_sent(self) -> int:
+        return self._client.requests_sent
+
+    def close(self) -> None:
+        """Close the connections and stop the loop."""
+        if self._http is not None:
+            self._call(self._http.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+_fetchers: dict[RunSettings, Fetcher] = {}
+_lock = threading.Lock()
+
+
+def fetcher_for(settings: RunSettings) -> Fetcher:
+    """This process's fetcher for these settings (created on first use)."""
+    with _lock:
+        if settings not in _fetchers:
+            _fetchers[settings] = Fetcher(settings)
+        return _fetchers[settings]
+
+
+def close_fetchers() -> None:
+    """Close every fetcher of this process (at the end of a flow)."""
+    with _lock:
+        fetchers = list(_fetchers.values())
+        _fetchers.clear()
+    for fetcher in fetchers:
+        fetcher.close()

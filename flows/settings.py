@@ -1,0 +1,62 @@
+"""Every setting of a run, typed, with its default written once.
+
+`RunSettings` and `IngestSettings` are the flows' only parameter (a form in Prefect's UI), built
+by the CLI from its arguments and by deployments from `prefect.yaml`. They hold no secret: the
+API key, OAuth private key and storage keys are named here (Secret blocks, files, environment
+variables) and read at the edge by `flows.secrets`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_API_VERSION = "2024-04-22"
+DEFAULT_RUN_BATCH_SIZE = 200
+DEFAULT_INGEST_BATCH_SIZE = 1000
+DEFAULT_CONCURRENCY = 8
+DEFAULT_IN_FLIGHT = 3
+DEFAULT_MAX_WAIT_S = 60.0
+DEFAULT_EXPIRE_AFTER_S = 24 * 3600.0
+DEFAULT_DOWN_AFTER_S = 300.0
+DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_API_KEY_SECRET = "talktime-api-key"
+DEFAULT_PRIVATE_KEY_SECRET = "talktime-oauth-private-key"
+DEFAULT_STORAGE_SECRET_PREFIX = "talktime-s3"
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    out: str = Field(description="output location: a directory or s3://bucket/prefix")
+    in_flight: int = Field(
+        DEFAULT_IN_FLIGHT, ge=1, description="batches fetched or read and transformed ahead of the commit"
+    )
+    storage_secret_prefix: str = Field(
+        DEFAULT_STORAGE_SECRET_PREFIX, description="Secret blocks `{prefix}-aws-*` hold S3 credentials"
+    )
+
+
+class RunSettings(_Settings):
+    """Poll the API for the ids of a manifest (`talktime run`, the hourly deployment)."""
+
+    api_url: str = Field(description="base URL; /transcribe-async/{id} is appended")
+    ids_file: str = Field(description="one id per line, or CSV/Parquet with an `id` column")
+    api_version: str = Field(DEFAULT_API_VERSION, description="X-Nabla-Api-Version to send")
+    batch_size: int = Field(DEFAULT_RUN_BATCH_SIZE, ge=1, description="ids per batch (one task, one commit)")
+    concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, description="requests in flight at most")
+    rate_limit: float | None = Field(None, gt=0, description="requests per second at most")
+    max_wait_s: float = Field(DEFAULT_MAX_WAIT_S, ge=0, description="seconds to re-poll an id still ongoing")
+    expire_after_s: float = Field(DEFAULT_EXPIRE_AFTER_S, gt=0, description="pending this long -> expired")
+    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, description="attempts per request at most")
+    down_after_s: float = Field(DEFAULT_DOWN_AFTER_S, gt=0, description="stop when every request fails this long")
+    api_key_secret: str = Field(DEFAULT_API_KEY_SECRET, description="Secret block holding the API key")
+    oauth_client_id: str | None = Field(None, description="OAuth client id (dialect B)")
+    private_key_file: str | None = Field(None, description="PEM file of the OAuth client's private key")
+    private_key_secret: str = Field(DEFAULT_PRIVATE_KEY_SECRET, description="Secret block holding that key")
+
+
+class IngestSettings(_Settings):
+    """Read saved API responses or webhook events (`talktime ingest`): no network."""
+
+    inputs: list[str] = Field(min_length=1, description=".json/.ndjson files or folders of them")
+    batch_size: int = Field(DEFAULT_INGEST_BATCH_SIZE, ge=1, description="records per batch (one task, one commit)")
