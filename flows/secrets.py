@@ -78,6 +78,7 @@ async def resolve_auth(
     return ApiKeyAuth(api_key)
 
 
+STORAGE_KEY_PAIR = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 STORAGE_SECRETS = {
     "AWS_ACCESS_KEY_ID": "aws-access-key-id",
     "AWS_SECRET_ACCESS_KEY": "aws-secret-access-key",
@@ -92,8 +93,8 @@ async def export_storage_credentials(out: str, secret_prefix: str) -> list[str]:
     `-aws-session-token` where they exist, for variables not already set (the environment wins),
     so pyarrow's S3 client finds them. Returns the names of the variables set (never values).
     """
-    if not out.startswith("s3://"):
-        return []
+    if not out.startswith("s3://") or all(os.environ.get(v) for v in STORAGE_KEY_PAIR):
+        return []  # the environment's keys win as a whole: never mix them with a block's session token
     exported = []
     for variable, suffix in STORAGE_SECRETS.items():
         if os.environ.get(variable):

@@ -46,7 +46,7 @@ class RunSettings(_Settings):
     concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, description="requests in flight at most")
     rate_limit: float | None = Field(None, gt=0, description="requests per second at most")
     max_wait_s: float = Field(DEFAULT_MAX_WAIT_S, ge=0, description="seconds to re-poll an id still ongoing")
-    expire_after_s: float = Field(DEFAULT_EXPIRE_AFTER_S, gt=0, description="pending this long -> expired")
+    expire_after_s: float = Field(DEFAULT_EXPIRE_AFTER_S, ge=0, description="pending this long -> expired")
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, description="attempts per request at most")
     down_after_s: float = Field(DEFAULT_DOWN_AFTER_S, gt=0, description="stop when every request fails this long")
     api_key_secret: str = Field(DEFAULT_API_KEY_SECRET, description="Secret block holding the API key")

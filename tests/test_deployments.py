@@ -30,4 +30,4 @@ def test_prefect_deploy_creates_both_deployments() -> None:
         hourly = client.read_deployment_by_name("talktime-run/talktime-hourly")
         adhoc = client.read_deployment_by_name("talktime-run/talktime-adhoc")
     assert hourly.schedules and hourly.schedules[0].schedule.cron == "5 * * * *"
-    assert hourly.parameters["ids_file"] and not adhoc.schedules
+    assert hourly.parameters["settings"]["ids_file"] and not adhoc.schedules

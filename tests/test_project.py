@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from importlib.metadata import version
 from pathlib import Path
 
@@ -30,11 +31,12 @@ def test_there_is_an_hourly_and_an_adhoc_deployment() -> None:
 
 
 @pytest.mark.parametrize("deployment", _deployments(), ids=lambda d: d["name"])
-def test_deployment_parameters_match_the_flow(deployment: dict) -> None:
+def test_deployment_parameters_are_valid_settings(deployment: dict) -> None:
     path, name = deployment["entrypoint"].split(":")
     flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
-    signature = inspect.signature(flow.fn)
-    assert set(deployment["parameters"]) <= set(signature.parameters)
-    required = {n for n, p in signature.parameters.items() if p.default is inspect.Parameter.empty}
-    assert required <= set(deployment["parameters"])
-    assert not any("key" in k and "secret" not in k for k in deployment["parameters"]), "no credentials as parameters"
+    (parameter,) = inspect.signature(flow.fn).parameters.values()
+    assert set(deployment["parameters"]) == {parameter.name}
+    settings = deployment["parameters"][parameter.name]
+    model = typing.get_type_hints(flow.fn)[parameter.name]
+    model.model_validate(settings)
+    assert not any("key" in k and "secret" not in k for k in settings), "no credentials as parameters"

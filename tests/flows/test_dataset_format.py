@@ -69,12 +69,10 @@ def test_replacement_still_works_after_compaction(out: Path, tmp_path_factory: p
 
 
 def test_a_frame_that_does_not_match_the_schema_fails_before_writing(tmp_path: Path) -> None:
-    from flows.storage.commit import commit_batch
-    from flows.storage.ledger import LEDGER_SCHEMA
+    from flows.storage.commit import stage_tables
 
     frames = {table: pl.DataFrame(schema=schema) for table, schema in TABLES.items()}
     frames["transcriptions"] = frames["transcriptions"].with_columns(pl.col("item_count").cast(pl.Int64))
     with pytest.raises(StorageError, match="differs from the declared"):
-        commit_batch(Store(str(tmp_path)), frames, batch_id="b", fetched_date="2026-11-23",
-                     ledger=pl.DataFrame(schema=LEDGER_SCHEMA), superseded={})  # fmt: skip
+        stage_tables(Store(str(tmp_path)), "b", frames)
     assert list(tmp_path.rglob("*.parquet")) == []

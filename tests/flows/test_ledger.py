@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import pytest
 
 from flows.outcomes import Outcome
-from flows.storage.ledger import LEDGER_SCHEMA, changed, is_final, plan_run, superseded, updated_ledger
+from flows.storage.ledger import LEDGER_SCHEMA, changed, is_final, plan_run, polled_frame, superseded, updated_ledger
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 A, B, C, D = (f"00000000-0000-4000-8000-00000000000{n}" for n in range(4))
@@ -17,12 +18,15 @@ def outcome(tid: str, status: str, code: str | None = None) -> Outcome:
     return Outcome(tid, status, NOW, error_code=code)
 
 
-def ledger_after(*batches: list[Outcome], at: datetime = NOW):
-    import polars as pl
+def update(ledger, polled: list[Outcome], written: list[Outcome], batch: str, at: datetime = NOW):
+    frame = polled_frame(polled, {o.transcription_id for o in written})
+    return updated_ledger(ledger, frame, batch, "2026-11-23", at)
 
+
+def ledger_after(*batches: list[Outcome], at: datetime = NOW):
     ledger = pl.DataFrame(schema=LEDGER_SCHEMA)
     for n, polled in enumerate(batches):
-        ledger = updated_ledger(ledger, polled, changed(ledger, polled), f"b{n}", "2026-11-23", at)
+        ledger = update(ledger, polled, changed(ledger, polled), f"b{n}", at)
     return ledger
 
 
@@ -37,7 +41,7 @@ def test_which_outcomes_are_final(status: str, code: str | None, final: bool) ->
 
 def test_plan_skips_final_expires_old_pending_and_fetches_the_rest() -> None:
     ledger = ledger_after([outcome(A, "succeeded"), outcome(B, "ongoing")], at=NOW - timedelta(hours=30))
-    ledger = updated_ledger(ledger, [outcome(C, "error", "retries_exhausted")], [], "b9", "2026-11-23", NOW)
+    ledger = update(ledger, [outcome(C, "error", "retries_exhausted")], [], "b9")
     plan = plan_run(ledger, [A, B, C, D], NOW, timedelta(hours=24))
     assert plan.already_final == 1
     assert [o.transcription_id for o in plan.expired] == [B] and plan.expired[0].status == "expired"
@@ -48,8 +52,9 @@ def test_only_changed_statuses_are_written_and_attempts_count_polls() -> None:
     ledger = ledger_after([outcome(A, "ongoing"), outcome(B, "ongoing")])
     again = [outcome(A, "ongoing"), outcome(B, "succeeded")]
     assert [o.transcription_id for o in changed(ledger, again)] == [B]
-    assert superseded(ledger, changed(ledger, again)) == {("b0", "2026-11-23"): {B}}
-    after = updated_ledger(ledger, again, changed(ledger, again), "b1", "2026-11-23", NOW)
+    written = pl.Series([o.transcription_id for o in changed(ledger, again)])
+    assert superseded(ledger, written) == {("b0", "2026-11-23"): {B}}
+    after = update(ledger, again, changed(ledger, again), "b1")
     rows = {r["transcription_id"]: r for r in after.to_dicts()}
     assert (rows[A]["attempts"], rows[A]["batch_id"], rows[A]["final"]) == (2, "b0", False)
     assert (rows[B]["attempts"], rows[B]["batch_id"], rows[B]["final"]) == (2, "b1", True)

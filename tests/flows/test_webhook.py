@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.decode import decode_records
 from flows.emulator.server import BackgroundServer
-from flows.ingest import outcomes_from_files
+from flows.inputs import plan_slices, read_slice
 from flows.webhook.receiver import WebhookApp, sign, signature_is_valid
 from tests.conftest import PRIMOCK
 
@@ -46,8 +47,9 @@ def test_a_valid_event_lands_durably_and_ingests(receiver: BackgroundServer) -> 
     assert (response.status_code, response.json()["status"]) == (200, "landed")
     files = landed(receiver)
     assert len(files) == 1 and not list(receiver.app.landing.glob(".*"))
-    outcomes, skipped = outcomes_from_files(files)
-    assert [o.client_request_id for o in outcomes] == ["day1_consultation02"] and skipped == []
+    records = [record for batch in plan_slices(files, 10) for record in read_slice(batch)]
+    decoded, skipped = decode_records(records, NOW)
+    assert decoded.responses["client_request_id"].to_list() == ["day1_consultation02"] and skipped == []
 
 
 def test_one_of_several_signatures_is_enough(receiver: BackgroundServer) -> None:
