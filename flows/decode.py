@@ -5,7 +5,7 @@ every string is read as Categorical (which, unlike String, refuses a number, a b
 or an array instead of turning it into text) and every time as Int64 (which refuses strings,
 floats, booleans and integers beyond int64). A batch the reader refuses, or whose envelopes are
 not all of the simple kind (a known status, a UUID id, a transcript array; no `failed` payload
-to keep as JSON; no surrogate escape, which polars would not keep as Python does), goes through
+to keep as JSON; no lone surrogate escape, which polars would not keep as Python does), goes through
 the Python path instead: `json` per record and the type-recording flattener. Both give the
 same tables (a property test holds them to it).
 
@@ -33,7 +33,10 @@ from transforms.schemas import RESPONSES
 
 DIALECT_A, DIALECT_B = "2024-04-22", "2024-10-01"
 _RANK = {"ongoing": 0, "failed": 1, "succeeded": 1}
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A lone surrogate escape (half an emoji): polars would read it as NUL where Python keeps it.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]"
+)
 
 _ITEM = pl.Struct(
     {**{name: pl.Categorical() for name in RAW_STRING_FIELDS}, **{name: pl.Int64() for name in RAW_INT_FIELDS}}
@@ -95,7 +98,7 @@ def decode_fast(records: Sequence[RawRecord], fetched_at: datetime) -> Decoded |
     if not records or any(b"\n" in r.data for r in records):  # a pretty-printed .json file
         return None
     data = b"\n".join(r.data for r in records)
-    if _SURROGATE_ESCAPE.search(data):
+    if _LONE_SURROGATE.search(data):
         return None
     try:
         frame = pl.read_ndjson(io.BytesIO(data), schema=_SCHEMA)

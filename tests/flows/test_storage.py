@@ -187,3 +187,22 @@ def test_a_ledger_reader_sees_whole_commits_even_while_rows_are_replaced(tmp_pat
         reader.join()
     assert errors == [] and reads > 0
     assert snapshot(out)["transcriptions"]["transcription_id"].is_unique().all()
+
+
+def test_across_batches_terminal_beats_ongoing_and_the_last_read_wins(tmp_path: Path) -> None:
+    tid = "5b0c0a44-8a38-4a0e-9d52-6f1b0c6f7e99"
+    item = {"speaker": "doctor", "start_time_ms": 0, "end_time_ms": 10, "text": "hello"}
+    bodies = [
+        {"id": tid, "status": "ongoing", "client_request_id": "first"},
+        {"id": tid, "status": "succeeded", "client_request_id": "second", "payload": {"transcript": [item]}},
+        {"id": tid, "status": "ongoing", "client_request_id": "third"},
+        {"id": tid, "status": "succeeded", "client_request_id": "fourth", "payload": {"transcript": [item, item]}},
+        {"id": tid, "status": "ongoing", "client_request_id": "fifth"},
+    ]
+    source = tmp_path / "events.ndjson"
+    source.write_text("".join(json.dumps(b) + "\n" for b in bodies))
+    ingest(str(tmp_path / "out"), 1, [str(source)])  # one record per batch: every rule crosses batches
+    tables = snapshot(tmp_path / "out")
+    assert tables["transcriptions"].select("client_request_id", "status").rows() == [("fourth", "succeeded")]
+    assert tables["transcript_items"].height == 2
+    assert nothing_pending(tmp_path / "out")

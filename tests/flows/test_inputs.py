@@ -1,0 +1,35 @@
+"""Input slicing: every record read exactly once, in order, never more than a batch at a time."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+import flows.inputs
+from flows.inputs import plan_slices, read_slice
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 100])
+def test_slices_cover_every_record_once(tmp_path: Path, chunk: int, batch_size: int,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr(flows.inputs, "SCAN_CHUNK", chunk)
+    rng = random.Random(chunk * 1000 + batch_size)
+    expected = []
+    for f in range(3):
+        lines = [f'{{"n": "{f}-{i}"}}' + " " * rng.randint(0, 20) for i in range(rng.randint(0, 13))]
+        lines.insert(rng.randint(0, len(lines)), "")  # a blank line is no record
+        end = "\n" if rng.random() < 0.5 else ""
+        (tmp_path / f"{f}.ndjson").write_text("\n".join(lines) + end)
+        expected += [(f"{tmp_path}/{f}.ndjson:{n}", line.encode()) for n, line in enumerate(lines, 1) if line]
+        (tmp_path / f"{f}x.json").write_text('{\n "a": 1\n}')
+        expected.append((f"{tmp_path}/{f}x.json", b'{\n "a": 1\n}'))
+    got = []
+    for batch in plan_slices([tmp_path], batch_size):
+        records = [(r.source, r.data) for r in read_slice(batch)]
+        assert len(records) <= batch_size
+        got += records
+    assert sorted(got) == sorted(expected)
+    assert len(got) == len(set(got))
