@@ -16,6 +16,7 @@ from flows.settings import (
     DEFAULT_DOWN_AFTER_S,
     DEFAULT_IN_FLIGHT,
     DEFAULT_INGEST_BATCH_SIZE,
+    DEFAULT_INGEST_IN_FLIGHT,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_WAIT_S,
     DEFAULT_RUN_BATCH_SIZE,
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--input", nargs="+", required=True, help=".json/.ndjson files or folders")
     ing.add_argument("--out", required=True, help="output directory")
     ing.add_argument("--batch-size", type=int, default=DEFAULT_INGEST_BATCH_SIZE, help="records per batch")
-    ing.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT, help="batches read ahead of the commit")
+    ing.add_argument("--in-flight", type=int, default=DEFAULT_INGEST_IN_FLIGHT, help="batches read ahead of the commit")
 
     comp = sub.add_parser("compact", help="merge each partition's small files (readers see the same rows)")
     comp.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
