@@ -30,8 +30,10 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+# The product through its command line against a real Prefect server, next to references; prints a
+# Markdown table, asserts nothing. Smoke run: make bench BENCH_ARGS="--sizes 500 --skip-dlt"
 bench: install
-	PREFECT_HOME=$(CURDIR)/data/.prefect $(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock

@@ -1,0 +1,519 @@
+"""talktime's benchmark: what users run, measured as they run it, next to references, in one run.
+
+It drives the product only through its command line, as subprocesses, the way a user or a
+scheduled deployment does, against a real Prefect server (`prefect server start`, started once,
+its URL exported as PREFECT_API_URL), so the numbers include everything a user pays for: the
+interpreter and imports, Prefect's flow and task runs and their API calls, reading, transforming,
+validating and committing. Every command is measured as a whole process tree (wall time, CPU time,
+peak RSS; see `benchmarks/proctree.py`), each into a fresh output folder.
+
+1. `talktime ingest` over seeded synthetic API responses (NDJSON, dialect A; generated once and
+   cached under data/bench/inputs/), at each `--sizes`, next to:
+   - the same work without Prefect (`python -m benchmarks.direct ingest`, when that module exists):
+     the ratio of the two is Prefect's overhead;
+   - the polars floor (`benchmarks/floor_polars.py`): scan, explode the transcript, write one Parquet
+     file; the least work that produces an item table, the yardstick of the other rows;
+   - a naive pandas script and a dlt pipeline (`benchmarks/naive_pandas.py`, `benchmarks/dlt_load.py`),
+     run in the benchmark's own venv (`benchmarks/.venv-dlt`) since neither is a project dependency.
+2. `talktime run` against the project's emulator (`talktime emulator`, a separate process): the
+   emulator's capacity measured by a load generator (`benchmarks/loadgen.py`) in another process,
+   then `talktime run` at the same concurrency, with 100 ms of latency per request, and with 5% of
+   ids ongoing for ever. The load generator runs twice: with a minimal HTTP/1.1 client on asyncio
+   streams, cheap enough that the emulator is the bottleneck (its capacity), and with one
+   `httpx.AsyncClient`, which is CPU-bound well below that and shows what one Python process using
+   httpx can drive (`--capacity-client` picks which one the target is measured against).
+
+It prints numbers and targets and asserts nothing. The table (Markdown) is printed at the end and
+written to data/bench/results/ with every command's log.
+
+    make bench                                   # 20k and 100k responses, everything
+    make bench BENCH_ARGS="--sizes 500 --skip-dlt"   # smoke run, a minute or two
+    .venv/bin/python -m benchmarks.bench --only run --run-ids 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from benchmarks.proctree import Usage, measure
+from benchmarks.refvenv import ref_python
+from benchmarks.report import NOTES, Row, failure, machine, markdown, target
+from benchmarks.services import API_KEY, Emulator, PrefectServer, emulator_options, quiet_prefect_env
+from benchmarks.synth import Dataset, dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "benchmarks"
+BIN = Path(sys.executable).parent
+DATA = ROOT / "data" / "bench"
+MIB = 1024 * 1024
+
+FLOOR_RATIO_TARGET = 1.3
+RSS_TARGET_MIB = {20_000: 1024, 100_000: 1.1 * 1024}
+OVERHEAD_TARGET = 0.10
+CAPACITY_RATIO_TARGET = 0.80
+LATENCY_RATE_TARGET = 500.0
+ONGOING_SLACK_S = 10.0
+DEFAULT_MAX_WAIT_S = 60.0  # talktime run's default --max-wait
+LOADGEN_CLIENTS = {  # load generator client -> its row's label; `raw` measures the emulator's capacity
+    "raw": "emulator capacity: load generator `raw` (HTTP/1.1 on asyncio streams)",
+    "httpx": "load generator `httpx` (one httpx.AsyncClient process)",
+}
+
+
+@dataclass
+class Bench:
+    """What one benchmark run shares: options, folders, the Prefect server, the rows so far."""
+
+    args: argparse.Namespace
+    results: Path
+    work: Path
+    prefect_home: Path
+    prefect: PrefectServer | None = None
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def logs(self) -> Path:
+        """Every command's output."""
+        return self.results / "logs"
+
+    def talktime_env(self) -> dict[str, str]:
+        """The environment of every talktime command: the running server's URL, no telemetry."""
+        assert self.prefect is not None
+        return os.environ | quiet_prefect_env(self.prefect_home) | {"PREFECT_API_URL": self.prefect.api_url}
+
+    def background(self, *extra: int) -> list[int]:
+        """Pids whose CPU counts as background during a measurement."""
+        return ([self.prefect.pid] if self.prefect else []) + list(extra)
+
+    def measure(
+        self,
+        name: str,
+        cmd: Sequence[str | Path],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        background: Sequence[int] = (),
+    ) -> Usage:
+        """Measure one command, its output in logs/<name>.log."""
+        print(f"  running {name} ...", flush=True)
+        usage = measure(
+            cmd,
+            log=self.logs / f"{name}.log",
+            env=env,
+            cwd=cwd,
+            background=background,
+            rss_limit_mib=self.args.rss_limit_gib * 1024,
+            timeout_s=self.args.timeout,
+        )
+        print(
+            f"    {usage.wall_s:,.1f} s wall, {usage.cpu_s:,.1f} s CPU, {usage.peak_rss_mib:,.0f} MiB peak"
+            + (f"; {failure(usage)}, see {self.logs / f'{name}.log'}" if failure(usage) else ""),
+            flush=True,
+        )
+        return usage
+
+    def add(self, row: Row) -> Row:
+        """Record a row."""
+        self.rows.append(row)
+        return row
+
+    def scratch(self, name: str) -> Path:
+        """A fresh empty folder for one command's output (removed after, unless --keep)."""
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.work))
+
+    def discard(self, folder: Path) -> None:
+        """Remove a scratch folder unless --keep."""
+        if not self.args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def count_rows(pattern: str | Path) -> int | None:
+    """Rows in the Parquet files matching `pattern`, or None when there are none or they cannot be read."""
+    try:
+        return int(pl.scan_parquet(str(pattern), hive_partitioning=False).select(pl.len()).collect().item())
+    except Exception:  # a missing or changed layout only loses the sanity check
+        return None
+
+
+def statuses(out: Path) -> dict[str, int]:
+    """Transcriptions per status in a talktime output folder (empty if unreadable)."""
+    try:
+        frame = pl.scan_parquet(str(out / "transcriptions" / "**" / "*.parquet"), hive_partitioning=True)
+        counts = frame.group_by("status").len().collect()
+    except Exception:  # the sanity check only
+        return {}
+    return dict(zip(counts["status"].to_list(), counts["len"].to_list(), strict=True))
+
+
+def status_text(counts: dict[str, int]) -> str:
+    """'5,000 succeeded' or '950 succeeded, 50 ongoing'."""
+    if not counts:
+        return "statuses unreadable"
+    return ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def ratio_text(usage: Usage, floor: Usage | None) -> str:
+    """'1.23x floor', or why there is no ratio."""
+    if failure(usage):
+        return str(failure(usage))
+    if floor is None or failure(floor):
+        return "no floor"
+    return f"{usage.wall_s / floor.wall_s:.2f}x floor"
+
+
+def rows_check(written: int | None, expected: int | None) -> str:
+    """'' when the item rows match the floor's, else a note saying how many were written."""
+    if expected is None or written == expected:
+        return ""
+    return f"; item rows {written:,} (floor {expected:,})" if written is not None else "; item rows unreadable"
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. ingest
+
+
+def bench_floor(bench: Bench, data: Dataset) -> tuple[Usage | None, int | None, str]:
+    """The polars floor; its usage, the number of item rows it wrote, and the data set's label."""
+    out = bench.scratch("floor")
+    usage = bench.measure(
+        f"floor-{data.count}",
+        [BIN / "python", HERE / "floor_polars.py", "--out", out / "items.parquet", *data.files],
+        background=bench.background(),
+    )
+    items = count_rows(out / "items.parquet")
+    bench.discard(out)
+    size = f"{data.bytes / MIB:,.0f} MiB"
+    label = f"{data.count:,} responses, {items / 1e6:.2f}M items, {size}" if items else f"{data.count:,}, {size}"
+    result = failure(usage) or (f"1.00x floor; {items:,} items" if items else "1.00x floor; item rows unreadable")
+    bench.add(Row("(c) polars floor: scan, explode, one Parquet file", label, usage, result))
+    return (None if failure(usage) else usage), items, label
+
+
+def bench_talktime_ingest(
+    bench: Bench, data: Dataset, label: str, floor: Usage | None, items: int | None
+) -> Usage | None:
+    """`talktime ingest` through the running Prefect server: the product path."""
+    out = bench.scratch("ingest")
+    cmd = [BIN / "talktime", "ingest", "--input", *data.files, "--out", out]
+    usage = bench.measure(f"talktime-ingest-{data.count}", cmd, env=bench.talktime_env(), background=bench.background())
+    written = count_rows(out / "transcript_items" / "**" / "*.parquet")
+    bench.discard(out)
+    rss_target = RSS_TARGET_MIB.get(data.count)
+    met_ratio = None if floor is None or failure(usage) else usage.wall_s / floor.wall_s <= FLOOR_RATIO_TARGET
+    targets = [target(f"≤ {FLOOR_RATIO_TARGET}x floor", met_ratio)]
+    if rss_target is not None:
+        targets.append(target(f"RSS ≤ {rss_target / 1024:.1f} GiB", usage.peak_rss_mib <= rss_target))
+    result = ratio_text(usage, floor) + rows_check(written, items)
+    bench.add(Row("(a) `talktime ingest` (Prefect server)", label, usage, result, "; ".join(targets)))
+    return None if failure(usage) else usage
+
+
+def bench_direct_ingest(
+    bench: Bench, data: Dataset, label: str, floor: Usage | None, items: int | None
+) -> Usage | None:
+    """The same work without Prefect, through `benchmarks/direct.py` (written by the pipeline's authors)."""
+    what = "(b) same work without Prefect (`benchmarks.direct`)"
+    if not (HERE / "direct.py").exists():
+        bench.add(Row(what, label, None, "n/a (benchmarks/direct.py missing)"))
+        return None
+    out = bench.scratch("direct")
+    cmd = [BIN / "python", "-m", "benchmarks.direct", "ingest", "--input", *data.files, "--out", out]
+    usage = bench.measure(
+        f"direct-ingest-{data.count}", cmd, env=bench.talktime_env(), cwd=ROOT, background=bench.background()
+    )
+    written = count_rows(out / "transcript_items" / "**" / "*.parquet")
+    bench.discard(out)
+    bench.add(Row(what, label, usage, ratio_text(usage, floor) + rows_check(written, items)))
+    return None if failure(usage) else usage
+
+
+def add_overhead_row(bench: Bench, label: str, with_prefect: Usage | None, without: Usage | None) -> None:
+    """(a) / (b): what Prefect adds to the same work."""
+    what = "Prefect overhead: (a) / (b) wall"
+    if with_prefect is None or without is None:
+        bench.add(Row(what, label, None, "n/a", f"≤ {OVERHEAD_TARGET:.0%}"))
+        return
+    overhead = with_prefect.wall_s / without.wall_s - 1
+    result = f"{overhead:+.1%} (CPU {with_prefect.cpu_s / without.cpu_s - 1:+.1%})"
+    bench.add(Row(what, label, None, result, target(f"≤ {OVERHEAD_TARGET:.0%}", overhead <= OVERHEAD_TARGET)))
+
+
+def bench_pandas(bench: Bench, data: Dataset, label: str, floor: Usage | None, items: int | None) -> None:
+    """The naive pandas script, in the benchmark's venv."""
+    what = "(d) naive pandas: json per line, DataFrame, Parquet"
+    python = reference_python(bench)
+    if python is None:
+        bench.add(Row(what, label, None, f"n/a (venv build failed, see {bench.logs / 'venv-dlt.log'})"))
+        return
+    out = bench.scratch("pandas")
+    cmd = [python, HERE / "naive_pandas.py", "--out", out / "items.parquet", *data.files]
+    usage = bench.measure(f"pandas-{data.count}", cmd, background=bench.background())
+    written = count_rows(out / "items.parquet")
+    bench.discard(out)
+    bench.add(Row(what, label, usage, ratio_text(usage, floor) + rows_check(written, items)))
+
+
+def bench_dlt(bench: Bench, data: Dataset, label: str, floor: Usage | None, items: int | None) -> None:
+    """dlt 1.31 to a local filesystem destination as Parquet, in the benchmark's venv."""
+    what = "(e) dlt 1.31: filesystem destination, Parquet"
+    python = reference_python(bench)
+    if python is None:
+        bench.add(Row(what, label, None, f"n/a (venv build failed, see {bench.logs / 'venv-dlt.log'})"))
+        return
+    out, work = bench.scratch("dlt"), bench.scratch("dlt-work")
+    cmd = [python, HERE / "dlt_load.py", "--out", out, "--work", work, *data.files]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    usage = bench.measure(f"dlt-{data.count}", cmd, env=env, cwd=work, background=bench.background())
+    written = count_rows(out / "talktime" / "responses__payload__transcript" / "*.parquet")
+    bench.discard(out)
+    bench.discard(work)
+    bench.add(Row(what, label, usage, ratio_text(usage, floor) + rows_check(written, items)))
+
+
+_REF_PYTHON: dict[str, Path | None] = {}
+
+
+def reference_python(bench: Bench) -> Path | None:
+    """The benchmark venv's python (built on first use), or None if it cannot be built."""
+    if "python" not in _REF_PYTHON:
+        try:
+            _REF_PYTHON["python"] = ref_python(bench.logs / "venv-dlt.log")
+        except (subprocess.CalledProcessError, OSError) as exc:
+            print(f"  could not build the benchmark venv: {exc}", flush=True)
+            _REF_PYTHON["python"] = None
+    return _REF_PYTHON["python"]
+
+
+def bench_ingest(bench: Bench, size: int) -> None:
+    """Every ingest row for one size."""
+    print(f"ingest, {size:,} responses: preparing inputs ...", flush=True)
+    started = time.perf_counter()
+    data = dataset(DATA / "inputs", size, seed=bench.args.seed, files=bench.args.files)
+    print(f"  {len(data.files)} files, {data.bytes / MIB:,.0f} MiB ({time.perf_counter() - started:.1f} s)")
+    floor, items, label = bench_floor(bench, data)
+    product = bench_talktime_ingest(bench, data, label, floor, items)
+    direct = bench_direct_ingest(bench, data, label, floor, items)
+    add_overhead_row(bench, label, product, direct)
+    if not bench.args.skip_pandas:
+        bench_pandas(bench, data, label, floor, items)
+    if not bench.args.skip_dlt:
+        bench_dlt(bench, data, label, floor, items)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. run against the emulator
+
+
+def emulator(bench: Bench, ids: int, *extra: str) -> Emulator:
+    """An emulator serving `ids` synthetic transcriptions (same seed: same ids), not started yet."""
+    name = "emulator" + "".join(e.strip("-") for e in extra if e.startswith("--"))
+    return Emulator(BIN, bench.work, ids, bench.args.seed, extra, bench.logs / f"{name}-{ids}.log")
+
+
+def talktime_run(bench: Bench, name: str, emu: Emulator, *extra: str) -> tuple[Usage, dict[str, int]]:
+    """`talktime run` for every id the emulator serves, into a fresh folder; usage and statuses."""
+    out = bench.scratch("run")
+    cmd = [BIN / "talktime", "run", "--api-url", emu.api_url, "--ids", emu.ids_file, "--out", out]
+    cmd += ["--api-key", API_KEY, "--concurrency", str(bench.args.concurrency), *extra]
+    usage = bench.measure(name, cmd, env=bench.talktime_env(), background=bench.background(emu.pid))
+    counts = statuses(out)
+    bench.discard(out)
+    return usage, counts
+
+
+def run_rate_text(usage: Usage, ids: int, counts: dict[str, int]) -> tuple[str, float | None]:
+    """'812 transcriptions/s (5,000 succeeded)' and the rate, or the failure."""
+    if failure(usage):
+        return f"{failure(usage)}; {status_text(counts)}", None
+    rate = ids / usage.wall_s
+    return f"{rate:,.0f} transcriptions/s ({status_text(counts)})", rate
+
+
+def bench_capacity(bench: Bench, emu: Emulator, client: str, label: str) -> float | None:
+    """Requests/s the emulator serves to the load generator using `client`; None if it failed."""
+    result_file = bench.work / f"loadgen-{client}-{emu.port}.json"
+    cmd = [BIN / "python", "-m", "benchmarks.loadgen", "--api-url", emu.api_url, "--ids", emu.ids_file]
+    cmd += ["--api-key", API_KEY, "--concurrency", str(bench.args.concurrency), "--result", result_file]
+    cmd += ["--requests", str(bench.args.loadgen_requests), "--seconds", str(bench.args.loadgen_seconds)]
+    usage = bench.measure(f"loadgen-{client}", [*cmd, "--client", client], cwd=ROOT, background=[emu.pid])
+    what = f"{LOADGEN_CLIENTS[client]}, concurrency {bench.args.concurrency}"
+    if failure(usage) or not result_file.exists():
+        bench.add(Row(what, label, usage, failure(usage) or "no result"))
+        return None
+    result = json.loads(result_file.read_text())
+    codes = ", ".join(f"{n:,}x {c}" for c, n in result["codes"].items())
+    text = f"{result['ok_per_s']:,.0f} requests/s ({codes} in {result['seconds']:.1f} s)"
+    bench.add(Row(what, label, usage, text))
+    return float(result["ok_per_s"])
+
+
+def bench_run_vs_capacity(bench: Bench, ids: int) -> None:
+    """Capacity with no latency (and what one httpx client drives), then `talktime run` on the same emulator."""
+    print(f"run, {ids:,} ids, emulator without latency ...", flush=True)
+    label = f"{ids:,} ids, no latency"
+    with emulator(bench, ids) as emu:
+        measured = {client: bench_capacity(bench, emu, client, label) for client in LOADGEN_CLIENTS}
+        usage, counts = talktime_run(bench, f"talktime-run-{ids}", emu)
+    text, rate = run_rate_text(usage, ids, counts)
+    capacity = measured[bench.args.capacity_client]
+    met = None if rate is None or not capacity else rate / capacity >= CAPACITY_RATIO_TARGET
+    shares = [f"{rate / per_s:.0%} of `{name}`" for name, per_s in measured.items() if rate is not None and per_s]
+    if shares:
+        text += " = " + ", ".join(shares)
+    what = f"`talktime run`, concurrency {bench.args.concurrency}"
+    goal = target(f"≥ {CAPACITY_RATIO_TARGET:.0%} of `{bench.args.capacity_client}`", met)
+    bench.add(Row(what, label, usage, text, goal))
+
+
+def bench_run_latency(bench: Bench, ids: int) -> None:
+    """`talktime run` against an emulator answering after 100 ms."""
+    latency = bench.args.latency_ms
+    print(f"run, {ids:,} ids, emulator latency {latency} ms ...", flush=True)
+    with emulator(bench, ids, "--latency-ms", str(latency)) as emu:
+        usage, counts = talktime_run(bench, f"talktime-run-{ids}-latency{latency}", emu)
+    text, rate = run_rate_text(usage, ids, counts)
+    met = None if rate is None else rate >= LATENCY_RATE_TARGET
+    what = f"`talktime run`, concurrency {bench.args.concurrency}"
+    label = f"{ids:,} ids, {latency} ms latency"
+    bench.add(Row(what, label, usage, text, target(f"≥ {LATENCY_RATE_TARGET:.0f}/s", met)))
+
+
+def bench_run_ongoing(bench: Bench, ids: int, help_text: str) -> None:
+    """`talktime run` with 5% of ids ongoing for ever, and without: the difference is the wait."""
+    rate = bench.args.ongoing_rate
+    what = f"`talktime run`, {rate:.0%} ongoing for ever, minus none ongoing"
+    max_wait = bench.args.ongoing_max_wait
+    wait_option = [] if max_wait is None else ["--max-wait", str(max_wait)]
+    max_wait = DEFAULT_MAX_WAIT_S if max_wait is None else max_wait
+    goal = f"≤ max-wait + {ONGOING_SLACK_S:.0f} s = {max_wait + ONGOING_SLACK_S:.0f} s"
+    if "--ongoing-forever" not in emulator_options(help_text):
+        bench.add(Row(what, f"{ids:,} ids", None, "n/a (`talktime emulator` has no --ongoing-forever yet)", goal))
+        return
+    print(f"run, {ids:,} ids, none ongoing, then {rate:.0%} ongoing for ever ...", flush=True)
+    with emulator(bench, ids) as emu:
+        base, base_counts = talktime_run(bench, f"talktime-run-{ids}-none-ongoing", emu, *wait_option)
+    text, _ = run_rate_text(base, ids, base_counts)
+    bench.add(Row("`talktime run`, none ongoing", f"{ids:,} ids", base, text))
+    with emulator(bench, ids, "--ongoing-forever", str(rate)) as emu:
+        slow, counts = talktime_run(bench, f"talktime-run-{ids}-ongoing-forever", emu, *wait_option)
+    text, _ = run_rate_text(slow, ids, counts)
+    bench.add(Row(f"`talktime run`, {rate:.0%} ongoing for ever", f"{ids:,} ids", slow, text))
+    if failure(base) or failure(slow):
+        bench.add(Row(what, f"{ids:,} ids", None, "n/a (a run failed)", goal))
+        return
+    extra = slow.wall_s - base.wall_s
+    bench.add(Row(what, f"{ids:,} ids", None, f"{extra:+.1f} s", target(goal, extra <= max_wait + ONGOING_SLACK_S)))
+
+
+def bench_run(bench: Bench) -> None:
+    """Every `talktime run` row."""
+    largest = max(bench.args.sizes)
+    run_ids = bench.args.run_ids or min(5000, largest)
+    ongoing_ids = bench.args.ongoing_ids or min(1000, largest)
+    help_text = subprocess.run([BIN / "talktime", "emulator", "--help"], capture_output=True, text=True).stdout
+    sections = [
+        ("`talktime run` vs emulator capacity", run_ids, lambda: bench_run_vs_capacity(bench, run_ids)),
+        ("`talktime run` with latency", run_ids, lambda: bench_run_latency(bench, run_ids)),
+        ("`talktime run` with ongoing ids", ongoing_ids, lambda: bench_run_ongoing(bench, ongoing_ids, help_text)),
+    ]
+    for what, ids, section in sections:
+        try:
+            section()
+        except RuntimeError as exc:  # a service that would not start: say so, go on
+            print(f"  {exc}", flush=True)
+            bench.add(Row(what, f"{ids:,} ids", None, f"n/a ({exc})"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="20000,100000", help="responses per ingest data set, comma-separated")
+    parser.add_argument("--only", choices=("ingest", "run"), help="run one section only")
+    parser.add_argument("--skip-run", action="store_true", help="skip the `talktime run` section")
+    parser.add_argument("--skip-dlt", action="store_true", help="skip the dlt reference")
+    parser.add_argument("--skip-pandas", action="store_true", help="skip the pandas reference")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic data")
+    parser.add_argument("--files", type=int, default=10, help="NDJSON files per data set")
+    parser.add_argument("--run-ids", type=int, help="ids for the run rows (default: 5,000, at most the largest size)")
+    parser.add_argument("--ongoing-ids", type=int, help="ids for the ongoing rows (default 1,000, same bound)")
+    parser.add_argument("--ongoing-rate", type=float, default=0.05, help="share of ids ongoing for ever")
+    parser.add_argument("--ongoing-max-wait", type=float, help="pass --max-wait to the ongoing runs (default: none)")
+    parser.add_argument("--concurrency", type=int, default=64, help="of talktime run and the load generator")
+    parser.add_argument("--latency-ms", type=int, default=100, help="emulator latency of the latency row")
+    parser.add_argument(
+        "--capacity-client",
+        choices=tuple(LOADGEN_CLIENTS),
+        default="raw",
+        help="which load generator's rate is the capacity `talktime run` is compared with (both are printed)",
+    )
+    parser.add_argument("--loadgen-requests", type=int, default=10_000, help="requests the load generator sends")
+    parser.add_argument("--loadgen-seconds", type=float, default=20.0, help="or for this long at most")
+    parser.add_argument("--timeout", type=float, default=7200.0, help="seconds before a command is killed")
+    parser.add_argument("--rss-limit-gib", type=float, default=16.0, help="kill a command whose tree goes over this")
+    parser.add_argument("--keep", action="store_true", help="keep every output folder (under data/bench/work)")
+    args = parser.parse_args(argv)
+    args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    return args
+
+
+def report(bench: Bench, started: float) -> str:
+    """The whole report: machine, table, notes."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return (
+        f"## talktime benchmark, {stamp}\n\n"
+        f"Machine: {machine(BIN / 'python')}\n\n"
+        f"{markdown(bench.rows)}\n\n{NOTES}\n\n"
+        f"Benchmark wall time {time.perf_counter() - started:,.0f} s; logs in {bench.logs.relative_to(ROOT)}.\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Start the Prefect server, run the sections, print and save the report, stop the server."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    (DATA / "work").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{stamp}-", dir=DATA / "work"))
+    bench = Bench(args, DATA / "results" / stamp, work, work / "prefect-home")
+    print(f"starting a Prefect server (PREFECT_HOME {bench.prefect_home.relative_to(ROOT)}) ...", flush=True)
+    try:
+        with PrefectServer(BIN, bench.prefect_home, bench.logs / "prefect-server.log") as server:
+            bench.prefect = server
+            print(f"  {server.api_url}", flush=True)
+            if args.only in (None, "ingest"):
+                for size in args.sizes:
+                    bench_ingest(bench, size)
+            if args.only == "run" or (args.only is None and not args.skip_run):
+                bench_run(bench)
+    finally:
+        text = report(bench, started)
+        bench.results.mkdir(parents=True, exist_ok=True)
+        (bench.results / "report.md").write_text(text)
+        print("\n" + text)
+        print(f"written to {(bench.results / 'report.md').relative_to(ROOT)}")
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
