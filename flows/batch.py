@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from flows.api.service import fetcher_for
-from flows.decode import decode_records
+from flows.decode import decode_polled, decode_records
 from flows.inputs import Segment, read_slice
 from flows.outcomes import Outcome
 from flows.settings import IngestSettings, RunSettings
@@ -69,7 +69,7 @@ def fetch_batch(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
     fetcher = fetcher_for(settings)
     sent_before = fetcher.requests_sent
     outcomes, down = fetcher.fetch_many(list(spec.ids))
-    staged = settle(settings.out, spec, decode_outcomes(outcomes))
+    staged = settle(settings.out, spec, decode_polled(outcomes, datetime.now(UTC)))
     stopped = None if down is None else str(down)
     return dataclasses.replace(staged, stopped=stopped, requests=fetcher.requests_sent - sent_before)
 

@@ -25,11 +25,11 @@ from typing import Any
 import polars as pl
 
 from flows.inputs import EVENT_PREFIX, RawRecord, unwrap_event
-from flows.outcomes import UUID_PATTERN, EnvelopeError, Outcome, outcome_from_response
+from flows.outcomes import UUID_PATTERN, EnvelopeError, Outcome, outcome_from_response, responses_frame
 from flows.transform import RAW_JSON_SCHEMA, Decoded, decode_outcomes
 from transforms.flatten import RAW_INT_FIELDS, RAW_ITEMS_SCHEMA, RAW_STRING_FIELDS, Transcript, raw_items_json
 from transforms.pipeline import rejected_keys
-from transforms.schemas import RESPONSES
+from transforms.schemas import RESPONSES, conform
 
 DIALECT_A, DIALECT_B = "2024-04-22", "2024-10-01"
 _RANK = {"ongoing": 0, "failed": 1, "succeeded": 1}
@@ -85,6 +85,17 @@ def decode_slowly(records: Sequence[RawRecord], fetched_at: datetime) -> tuple[D
     outcomes = [r for r in results if isinstance(r, Outcome)]
     skipped = [r for r in results if isinstance(r, str)]
     return decode_outcomes(best_per_id(outcomes)), skipped
+
+
+def decode_polled(outcomes: list[Outcome], fetched_at: datetime) -> Decoded:
+    """A batch of polled outcomes -> Decoded: their bodies through the fast path when it takes them."""
+    succeeded = [o for o in outcomes if o.status == "succeeded"]
+    if not succeeded or any(o.body is None for o in succeeded):
+        return decode_outcomes(outcomes)
+    fast = decode_fast([RawRecord(o.transcription_id, o.body) for o in succeeded if o.body is not None], fetched_at)
+    if fast is None:
+        return decode_outcomes(outcomes)
+    return Decoded(conform(responses_frame(outcomes), RESPONSES).collect(), fast.raw_items, fast.raw_json)
 
 
 def decode_records(records: Sequence[RawRecord], fetched_at: datetime) -> tuple[Decoded, list[str]]:

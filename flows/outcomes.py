@@ -51,6 +51,7 @@ class Outcome:
     error_message: str | None = None
     error_payload: str | None = None
     items: list[Any] | None = field(default=None, repr=False)
+    body: bytes | None = field(default=None, repr=False)  # the raw 200 body, for the fast decoder
 
     @classmethod
     def error(cls, transcription_id: str, reason: str, message: str, fetched_at: datetime, **kw: Any) -> Outcome:

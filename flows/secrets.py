@@ -29,9 +29,15 @@ PRIVATE_KEY_FILE_ENV = "TALKTIME_OAUTH_PRIVATE_KEY_FILE"
 
 
 async def read_secret(block_name: str, env_name: str) -> str | None:
-    """The Secret block's value if the block exists, else the environment variable's."""
+    """The environment variable's value if it is set, else the Secret block's (if the block exists).
+
+    The environment wins, as for storage keys: a worker or a CLI run given a key explicitly
+    uses it, and asks Prefect's API for nothing (a run without a server would start one).
+    """
     from prefect.blocks.system import Secret
 
+    if os.environ.get(env_name):
+        return os.environ[env_name]
     try:
         secret = cast(Secret, await Secret.aload(block_name))
     except (ValueError, RuntimeError):

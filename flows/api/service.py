@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from flows.api.auth import Auth
-from flows.api.client import ClientOptions, TranscriptionClient, make_http_client
+from flows.api.client import ClientOptions, TranscriptionClient, make_http_clients
 from flows.api.retry import RetryPolicy
 from flows.errors import ApiUnavailableError
 from flows.outcomes import Outcome
@@ -34,12 +34,12 @@ class Fetcher:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="talktime-fetcher", daemon=True)
         self._thread.start()
-        self._http: httpx.AsyncClient | None = None
+        self._http: list[httpx.AsyncClient] = []
         self._client = self._call(self._open(settings))
 
     async def _open(self, settings: RunSettings) -> TranscriptionClient:
         auth: Auth = await auth_for(settings)
-        self._http = make_http_client(concurrency=settings.concurrency)
+        self._http = make_http_clients(concurrency=settings.concurrency)
         options = ClientOptions(
             api_url=settings.api_url,
             api_version=settings.api_version,
@@ -63,8 +63,8 @@ class Fetcher:
 
     def close(self) -> None:
         """Close the connections and stop the loop."""
-        if self._http is not None:
-            self._call(self._http.aclose())
+        for http in self._http:
+            self._call(http.aclose())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()

@@ -229,3 +229,26 @@ def test_rate_limit_spaces_requests() -> None:
     asyncio.run(go())
     stamps.sort()
     assert stamps[-1] - stamps[0] >= (len(stamps) - 1) * 0.05 - 0.1  # unlimited: a few milliseconds
+
+
+def test_requests_are_spread_over_small_connection_pools() -> None:
+    from flows.api.client import make_http_clients
+
+    pools = make_http_clients(concurrency=64)
+    assert len(pools) == 8 and all(p._transport._pool._max_connections == 8 for p in pools)  # type: ignore[attr-defined]
+    seen: list[int] = []
+
+    async def go() -> None:
+        clients = [
+            httpx.AsyncClient(
+                transport=httpx.MockTransport(lambda r, n=n: seen.append(n) or httpx.Response(200, json=succeeded()))
+            )
+            for n in range(3)
+        ]
+        client = TranscriptionClient(clients, ClientOptions(api_url="http://api.test"), ApiKeyAuth("k"))
+        await client.fetch_many([TID] * 1 + [f"{TID[:-2]}{n:02d}" for n in range(5)])
+        for c in [*clients, *pools]:
+            await c.aclose()
+
+    asyncio.run(go())
+    assert sorted(set(seen)) == [0, 1, 2]

@@ -52,3 +52,10 @@ def test_api_key_and_oauth_key_from_blocks(monkeypatch: pytest.MonkeyPatch) -> N
         resolve_auth("http://api.test", "unit-api-key", oauth_client_id="client", private_key_secret="unit-private-key")
     )
     assert isinstance(oauth, OAuthClientCredentials) and oauth.token_url == "http://api.test/oauth/token"
+
+
+def test_an_api_key_in_the_environment_wins_over_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    save_secret("unit-api-key-env-wins", "from-block")
+    monkeypatch.setenv("TALKTIME_API_KEY", "from-env")
+    auth = asyncio.run(resolve_auth("http://api.test", "unit-api-key-env-wins"))
+    assert asyncio.run(auth.authorization(None)) == "Bearer from-env"  # type: ignore[arg-type]
