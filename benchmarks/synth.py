@@ -1,8 +1,8 @@
 """Seeded synthetic API responses (dialect A) as NDJSON files, cached and reused.
 
-The transcript logic is a copy of the project's synthetic consultations (the emulator's), kept here
-so the benchmark does not import the product: 50-400 items per transcript (mean ~200), mostly
-alternating doctor/patient, some overlaps, gaps and unspecified speakers. Each file is generated
+The transcripts are the emulator's synthetic consultations (`flows/emulator/synthetic.py`, dev
+tooling): 50-400 items per transcript (mean ~200), mostly alternating doctor/patient, some
+overlaps, gaps and unspecified speakers. Each file is generated
 by its own process from its own seed, so the output depends only on (count, seed, files).
 """
 
@@ -11,58 +11,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-_WORDS = [
-    "pain",
-    "since",
-    "morning",
-    "week",
-    "better",
-    "worse",
-    "chest",
-    "head",
-    "stomach",
-    "fever",
-    "cough",
-    "sleep",
-    "tablets",
-    "dose",
-    "blood",
-    "pressure",
-    "allergy",
-    "family",
-    "history",
-    "breath",
-    "tired",
-    "dizzy",
-    "appointment",
-    "okay",
-    "yes",
-    "no",
-    "right",
-    "sure",
-    "mm-hmm",
-    "really",
-    "often",
-    "every",
-    "night",
-    "day",
-    "left",
-    "side",
-    "sharp",
-    "dull",
-    "exam",
-    "results",
-    "follow-up",
-]
-MIN_ITEMS, MAX_ITEMS = 50, 400
-MAX_AUDIO_MS = 3_600_000
+from flows.emulator.synthetic import synthetic_id, synthetic_transcript
+
 FORMAT_VERSION = 1  # bump when the generated content changes, so old caches are not reused
 
 
@@ -78,30 +33,6 @@ class Dataset:
     def bytes(self) -> int:
         """Total size on disk."""
         return sum(f.stat().st_size for f in self.files)
-
-
-def synthetic_id(rng: random.Random) -> str:
-    """A random version-4 UUID drawn from `rng`."""
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def synthetic_transcript(rng: random.Random) -> list[dict[str, Any]]:
-    """50-400 items, mostly alternating doctor/patient, with some overlaps, gaps and noise."""
-    items: list[dict[str, Any]] = []
-    now = rng.randint(0, 3000)
-    speaker = "doctor"
-    for _ in range(rng.randint(MIN_ITEMS, MAX_ITEMS)):
-        duration = rng.randint(300, 9000)
-        if now + duration >= MAX_AUDIO_MS:
-            break
-        text = " ".join(rng.choice(_WORDS) for _ in range(max(1, duration // 400 + rng.randint(-2, 2))))
-        who = "unspecified" if rng.random() < 0.03 else speaker
-        items.append({"text": text, "speaker": who, "start_time_ms": now, "end_time_ms": now + duration})
-        overlap = rng.random() < 0.15
-        now = now + duration - rng.randint(100, duration // 2) if overlap else now + duration + rng.randint(0, 1500)
-        if rng.random() < 0.8:
-            speaker = "patient" if speaker == "doctor" else "doctor"
-    return items
 
 
 def synthetic_lines(first: int, count: int, seed: int) -> Iterator[str]:
