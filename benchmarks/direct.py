@@ -10,17 +10,10 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from flows import runs
 from flows.batch import fetch_batch, read_batch
 from flows.cli.commands import build_parser, ingest_settings, run_settings
-from flows.runs import Run
-from flows.summary import RunSummary
-
-
-def _commit(run: Run, staged: Any, summary: RunSummary) -> None:
-    run.commit(staged, summary)
 
 
 def main(argv: list[str]) -> int:
@@ -30,11 +23,11 @@ def main(argv: list[str]) -> int:
     if args.command == "ingest":
         settings = ingest_settings(args)
         with ThreadPoolExecutor(settings.in_flight) as pool:
-            summary = runs.ingest(settings, lambda spec: pool.submit(read_batch, settings, spec), _commit, log)
+            summary = runs.ingest(settings, lambda spec: pool.submit(read_batch, settings, spec), log)
     elif args.command == "run":
         run = run_settings(args)
         with ThreadPoolExecutor(run.in_flight) as pool:
-            summary = runs.poll(run, lambda spec: pool.submit(fetch_batch, run, spec), _commit, log)
+            summary = runs.poll(run, lambda spec: pool.submit(fetch_batch, run, spec), log)
     else:
         raise SystemExit("benchmarks.direct: only `ingest` and `run`")
     print(f"direct {args.command}: {dict(summary.statuses)} rows {dict(summary.rows)} "

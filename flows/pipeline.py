@@ -3,8 +3,10 @@
 Each reads like a table of contents: open the output (recovering from a crash), plan from the
 ledger, then batches in flight: one task per batch fetches or reads, transforms and stages its
 files (`flows.batch`), and the flow commits the staged batches one at a time, in order
-(`flows.inflight`). Task arguments and results are small (settings, ids or an input slice,
-a manifest), so Prefect's per-task cost stays per batch, never per transcription or item.
+(`flows.inflight`). A commit is a few file moves, done by the flow itself rather than as a task:
+a task run costs Prefect about 25 ms of CPU. Task arguments and results are small (settings, ids
+or an input slice, a manifest), so Prefect's per-task cost stays per batch, never per
+transcription or item.
 """
 
 from __future__ import annotations
@@ -12,26 +14,13 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.utilities.annotations import quote
 
 from flows.batch import BatchSpec, StagedBatch, fetch_batch, read_batch
-from flows.errors import StorageError
-from flows.runs import Run, ingest, poll
+from flows.runs import ingest, poll
 from flows.settings import IngestSettings, RunSettings
 from flows.summary import RunSummary, summary_markdown
 
 SUMMARY_ARTIFACT = "talktime-run-summary"
-
-
-def _storage_is_transient(task_: object, task_run: object, state: object) -> bool:
-    """Retry commits only for storage errors (a full disk, a flaky store), never for bugs."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except StorageError:
-        return True
-    except Exception:
-        return False
-    return False
 
 
 @task(name="fetch-batch", task_run_name="fetch-{spec.number}", cache_policy=NO_CACHE)
@@ -46,24 +35,6 @@ def read_batch_task(settings: IngestSettings, spec: BatchSpec) -> StagedBatch:
     return read_batch(settings, spec)
 
 
-@task(
-    name="commit-batch",
-    task_run_name="commit-{staged.number}",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=_storage_is_transient,
-)
-def commit_batch(run: Run, staged: StagedBatch, summary: RunSummary) -> None:
-    """Commit one staged batch (the single writer) and account for it."""
-    run.commit(staged, summary)
-
-
-def _commit(run: Run, staged: StagedBatch, summary: RunSummary) -> None:
-    # quote: the summary is updated in place, and Prefect must not walk or rebuild it.
-    commit_batch(run, staged, quote(summary))  # type: ignore[call-overload]
-
-
 @flow(name="talktime-run", log_prints=False)
 def run_flow(settings: RunSettings) -> RunSummary:
     """Poll the API for the ids in `settings.ids_file` that are not final yet and update `settings.out`.
@@ -71,7 +42,7 @@ def run_flow(settings: RunSettings) -> RunSummary:
     Secrets are never parameters: see `flows.secrets` for where the API key, the OAuth private
     key and storage credentials come from.
     """
-    summary = poll(settings, lambda spec: fetch_batch_task.submit(settings, spec), _commit, get_run_logger())
+    summary = poll(settings, lambda spec: fetch_batch_task.submit(settings, spec), get_run_logger())
     _report(summary, settings.out)
     return summary
 
@@ -79,7 +50,7 @@ def run_flow(settings: RunSettings) -> RunSummary:
 @flow(name="talktime-ingest", log_prints=False)
 def ingest_flow(settings: IngestSettings) -> RunSummary:
     """Read saved API responses or webhook events (no network) and update `settings.out`."""
-    summary = ingest(settings, lambda spec: read_batch_task.submit(settings, spec), _commit, get_run_logger())
+    summary = ingest(settings, lambda spec: read_batch_task.submit(settings, spec), get_run_logger())
     _report(summary, settings.out)
     return summary
 

@@ -1,7 +1,7 @@
-"""The bodies of the two flows, free of Prefect: `submit` and `commit` are injected.
+"""The bodies of the two flows, free of Prefect: `submit` (how a batch task starts) is injected.
 
 The flows in `flows/pipeline.py` pass Prefect tasks; `benchmarks/direct.py` and the crash tests
-pass a thread pool and a plain call, so the same code is measured and killed with and without
+pass a thread pool, so the same code is measured and killed with and without
 the orchestrator.
 """
 
@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+
 from flows.api.service import close_fetchers
 from flows.batch import BatchSpec, StagedBatch, stage_outcomes
+from flows.errors import StorageError
 from flows.inflight import Future, Repolls, run_batches
 from flows.inputs import plan_slices, read_ids
 from flows.outcomes import unique_ids
@@ -26,13 +29,15 @@ from flows.storage.ledger import plan_run
 from flows.summary import RunSummary
 
 Submit = Callable[[BatchSpec], Future]
-Commit = Callable[["Run", StagedBatch, RunSummary], Any]
+COMMIT_ATTEMPTS = 3
+COMMIT_RETRY_WAIT_S = 2.0
 
 
 class Run:
     """One run over one output: the dataset, the ledger snapshot its batches read, its batches."""
 
     def __init__(self, out: str, log: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        self.log = log
         self.dataset = Dataset(out)
         recovered = self.dataset.recover()
         if recovered:
@@ -50,11 +55,19 @@ class Run:
         return spec
 
     def commit(self, staged: StagedBatch, summary: RunSummary) -> None:
-        """Commit one staged batch (the single writer) and account for it."""
-        polled = self.dataset.commit(staged.files, staged.polled, run_batches=frozenset(self.batch_ids))
+        """Commit one staged batch (the single writer; a storage error is retried) and account for it."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(StorageError),
+            stop=stop_after_attempt(COMMIT_ATTEMPTS),
+            wait=wait_fixed(COMMIT_RETRY_WAIT_S),
+            reraise=True,
+        )
+        polled = retrying(self.dataset.commit, staged.files, staged.polled, run_batches=frozenset(self.batch_ids))
         summary.add(polled, staged.files.rows, staged.talk)
         summary.skipped += staged.skipped
         summary.already_final += staged.already_final
+        rows = sum(staged.files.rows.values())
+        self.log.info("batch %d committed: %d ids, %d rows", staged.number, polled.height, rows)
 
     def close(self) -> None:
         self.dataset.drop_snapshot(self.run_id)
@@ -65,7 +78,7 @@ def _chunks(values: list[str], size: int) -> Iterator[tuple[str, ...]]:
         yield tuple(values[start : start + size])
 
 
-def poll(settings: RunSettings, submit: Submit, commit: Commit, log: Any) -> RunSummary:
+def poll(settings: RunSettings, submit: Submit, log: Any) -> RunSummary:
     """The body of `talktime run`: poll every id not final yet, in batches in flight."""
     ids = unique_ids(read_ids(settings.ids_file))
     asyncio.run(export_storage_credentials(settings.out, settings.storage_secret_prefix))
@@ -75,12 +88,12 @@ def poll(settings: RunSettings, submit: Submit, commit: Commit, log: Any) -> Run
     summary = RunSummary(already_final=plan.already_final)
     try:
         if plan.expired:
-            commit(run, stage_outcomes(settings.out, run.spec(), plan.expired), summary)
+            run.commit(stage_outcomes(settings.out, run.spec(), plan.expired), summary)
         specs = (run.spec(ids=chunk) for chunk in _chunks(plan.to_fetch, settings.batch_size))
         summary.stopped_early = run_batches(
             specs,
             submit,
-            lambda staged: commit(run, staged, summary),
+            lambda staged: run.commit(staged, summary),
             in_flight=settings.in_flight,
             repolls=Repolls(settings.max_wait_s),
             repoll_spec=lambda due: run.spec(ids=tuple(due), repoll=True),
@@ -92,14 +105,14 @@ def poll(settings: RunSettings, submit: Submit, commit: Commit, log: Any) -> Run
     return summary
 
 
-def ingest(settings: IngestSettings, submit: Submit, commit: Commit, log: Any) -> RunSummary:
+def ingest(settings: IngestSettings, submit: Submit, log: Any) -> RunSummary:
     """The body of `talktime ingest`: read the inputs slice by slice, in batches in flight."""
     asyncio.run(export_storage_credentials(settings.out, settings.storage_secret_prefix))
     run = Run(settings.out, log)
     summary = RunSummary()
     try:
         specs = (run.spec(segments=chunk) for chunk in plan_slices(settings.inputs, settings.batch_size))
-        run_batches(specs, submit, lambda staged: commit(run, staged, summary), in_flight=settings.in_flight)
+        run_batches(specs, submit, lambda staged: run.commit(staged, summary), in_flight=settings.in_flight)
     finally:
         run.close()
     if summary.skipped:

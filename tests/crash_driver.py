@@ -19,7 +19,6 @@ from typing import Any
 
 from flows import runs
 from flows.batch import read_batch
-from flows.runs import Run
 from flows.settings import IngestSettings
 from flows.storage.store import Store
 from flows.summary import RunSummary
@@ -50,15 +49,11 @@ def install_counter(crash_at: int = 0) -> None:
         getattr(Store, name).__wrapped__ = getattr(original, "__wrapped__", original)
 
 
-def commit(run: Run, staged: Any, summary: RunSummary) -> None:
-    run.commit(staged, summary)
-
-
 def ingest_without_prefect(out: str, batch_size: int, inputs: list[str], in_flight: int = 2) -> RunSummary:
     """The body of the ingest flow with a thread pool in Prefect's place."""
     settings = IngestSettings(inputs=inputs, out=out, batch_size=batch_size, in_flight=in_flight)
     with ThreadPoolExecutor(max_workers=in_flight) as pool:
-        return runs.ingest(settings, lambda spec: pool.submit(read_batch, settings, spec), commit, logging.getLogger())
+        return runs.ingest(settings, lambda spec: pool.submit(read_batch, settings, spec), logging.getLogger())
 
 
 def ingest(out: str, batch_size: int, inputs: list[str]) -> int:

@@ -1,0 +1,48 @@
+"""The flows' Prefect-free bodies: commits retried on storage errors only."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+import flows.runs
+from flows.batch import stage_outcomes
+from flows.errors import StorageError
+from flows.outcomes import Outcome
+from flows.runs import Run
+from flows.summary import RunSummary
+from tests.helpers import FETCHED_AT, TID, item
+
+
+def staged_batch(run: Run, out: Path) -> Any:
+    outcome = Outcome(TID, "succeeded", FETCHED_AT, items=[item("doctor", 0, 10)])
+    return stage_outcomes(str(out), run.spec(), [outcome])
+
+
+@pytest.mark.parametrize(("error", "commits"), [(StorageError("disk full"), 1), (ValueError("a bug"), 0)])
+def test_a_commit_is_retried_after_a_storage_error_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, commits: int
+) -> None:
+    monkeypatch.setattr(flows.runs, "COMMIT_RETRY_WAIT_S", 0.0)
+    run = Run(str(tmp_path), logging.getLogger())
+    real_commit, calls = run.dataset.commit, []
+
+    def flaky(*args: Any, **kwargs: Any) -> pl.DataFrame:
+        calls.append(1)
+        if len(calls) == 1:
+            raise error
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(run.dataset, "commit", flaky)
+    summary = RunSummary()
+    if commits:
+        run.commit(staged_batch(run, tmp_path), summary)
+    else:
+        with pytest.raises(ValueError, match="a bug"):
+            run.commit(staged_batch(run, tmp_path), summary)
+    assert (len(calls), summary.batches) == (1 + commits, commits)
+    run.close()
