@@ -9,6 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
+from flows.errors import ConfigurationError
 from flows.secrets import API_KEY_ENV
 from flows.settings import (
     DEFAULT_API_VERSION,
@@ -196,10 +199,23 @@ def _oauth_server(args: argparse.Namespace) -> OAuthServer | None:
     return OAuthServer(args.oauth_client_id, public_key, token_ttl_s=args.token_ttl)
 
 
+def _settings_error(exc: ValidationError) -> ConfigurationError:
+    """One line per invalid option, without the values (they may be paths or ids)."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return ConfigurationError(f"invalid settings: {problems}")
+
+
 def run_settings(args: argparse.Namespace) -> RunSettings:
     """The run's settings from its arguments (the key goes to this process's environment only)."""
     if args.api_key:
         os.environ[API_KEY_ENV] = args.api_key
+    try:
+        return _run_settings(args)
+    except ValidationError as exc:
+        raise _settings_error(exc) from None
+
+
+def _run_settings(args: argparse.Namespace) -> RunSettings:
     return RunSettings(
         api_url=args.api_url,
         ids_file=str(args.ids),
@@ -219,9 +235,12 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
 
 
 def ingest_settings(args: argparse.Namespace) -> IngestSettings:
-    return IngestSettings(
-        inputs=list(args.input), out=str(args.out), batch_size=args.batch_size, in_flight=args.in_flight
-    )
+    try:
+        return IngestSettings(
+            inputs=list(args.input), out=str(args.out), batch_size=args.batch_size, in_flight=args.in_flight
+        )
+    except ValidationError as exc:
+        raise _settings_error(exc) from None
 
 
 def _run(args: argparse.Namespace) -> RunSummary:

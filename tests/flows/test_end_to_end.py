@@ -114,3 +114,15 @@ def test_no_credential_or_transcript_text_in_any_output(
     assert "succeeded" in everything  # the summary was printed: the capture works
     assert secret_key not in everything
     assert not [t for t in texts if t in everything]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["ingest", "--input", "data/samples/responses", "--out", "x", "--batch-size", "0"],
+     ["run", "--api-url", "http://127.0.0.1:9", "--ids", "x", "--out", "x", "--concurrency", "0"]],
+    ids=["batch-size-0", "concurrency-0"],
+)  # fmt: skip
+def test_invalid_settings_are_one_line_and_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("talktime: error: invalid settings:") and err.count("\n") == 1
