@@ -81,3 +81,13 @@ def test_unreadable_records_are_named_and_the_rest_kept() -> None:
     assert decoded.responses["transcription_id"].to_list() == [IDS[0]]
     assert [s.split(":")[1] for s in skipped] == ["2", "3"]
     assert all("{" not in s for s in skipped)  # never the content
+
+
+def test_metrics_computed_in_chunks_equal_one_pass() -> None:
+    from flows.emulator.synthetic import synthetic_responses
+
+    bodies = list(synthetic_responses(7, seed=3).values())
+    decoded, _ = decode_records(records(bodies), NOW)
+    whole, chunked = build_tables(decoded, chunk=100), build_tables(decoded, chunk=2)
+    for name, frame in whole.items():
+        assert_frame_equal(chunked[name], frame)

@@ -18,7 +18,7 @@ from flows.emulator.server import EmulatorServer, load_responses
 from flows.storage.ledger import load_ledger
 from flows.storage.store import Store
 from tests.conftest import FLOW_TEST_MARKS, PRIMOCK
-from tests.flows.test_storage import assert_same, nothing_pending, snapshot
+from tests.flows.storage.test_storage import assert_same, nothing_pending, snapshot
 
 pytestmark = FLOW_TEST_MARKS
 KILLS = 3

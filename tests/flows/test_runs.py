@@ -46,3 +46,21 @@ def test_a_commit_is_retried_after_a_storage_error_only(
             run.commit(staged_batch(run, tmp_path), summary)
     assert (len(calls), summary.batches) == (1 + commits, commits)
     run.close()
+
+
+def test_a_batch_task_s_arguments_and_result_travel_by_pickle(tmp_path: Path) -> None:
+    """What a Dask worker would receive and send back (issue 8): settings, a spec, a manifest."""
+    import pickle
+
+    from flows.inputs import Segment
+    from flows.settings import IngestSettings, RunSettings
+
+    run = Run(str(tmp_path), logging.getLogger())
+    settings = RunSettings(api_url="http://api.test", ids_file="ids.txt", out=str(tmp_path))
+    ingest = IngestSettings(inputs=["in.ndjson"], out=str(tmp_path))
+    spec = run.spec(segments=(Segment("in.ndjson", 0, 100, 1),))
+    staged = staged_batch(run, tmp_path)
+    for value in (settings, ingest, spec, staged):
+        copy = pickle.loads(pickle.dumps(value))
+        assert copy == value if not hasattr(value, "polled") else copy.polled.equals(value.polled)
+    run.close()

@@ -1,5 +1,5 @@
 """Fixtures shared by the storage tests."""
 
-from tests.flows.test_storage import clean, inputs
+from tests.flows.storage.test_storage import clean, inputs
 
 __all__ = ["clean", "inputs"]

@@ -15,7 +15,7 @@ from flows.storage.compact import compact, partitions
 from flows.storage.store import Store
 from tests.conftest import SAMPLES
 from tests.crash_driver import ingest
-from tests.flows.test_storage import assert_same, snapshot
+from tests.flows.storage.test_storage import assert_same, snapshot
 from transforms.schemas import SCHEMA_VERSION, TABLES
 
 

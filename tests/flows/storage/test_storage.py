@@ -19,7 +19,7 @@ from tests.conftest import PRIMOCK, SAMPLES
 from tests.crash_driver import CRASH_ENV, ingest
 from transforms.schemas import TABLES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 KILL_POINTS = 24
 
 

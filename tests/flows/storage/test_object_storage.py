@@ -11,7 +11,7 @@ import pytest
 
 from flows.storage.store import Store
 from tests.crash_driver import ingest
-from tests.flows.test_storage import assert_same, crash_then_rerun, kill_points, nothing_pending, snapshot
+from tests.flows.storage.test_storage import assert_same, crash_then_rerun, kill_points, nothing_pending, snapshot
 
 S3_KILL_POINTS = 8
 
