@@ -35,12 +35,13 @@ class RunSummary:
         if not self.polled:
             return Counter()
         latest = pl.concat(self.polled).unique(subset="transcription_id", keep="last", maintain_order=True)
-        return Counter(dict(latest["status"].value_counts().iter_rows()))
+        return Counter(latest["status"].to_list())
 
     def status_table(self) -> pl.DataFrame:
         """Transcriptions per status."""
+        counts = sorted(self.statuses.items())  # one snapshot: the property recomputes
         return pl.DataFrame(
-            {"status": list(self.statuses), "transcriptions": list(self.statuses.values())},
+            {"status": [status for status, _ in counts], "transcriptions": [n for _, n in counts]},
             schema={"status": pl.String, "transcriptions": pl.Int64},
         ).sort("status")
 

@@ -1,0 +1,27 @@
+"""The run summary counts each id once, as last seen, and its table keeps statuses with their counts."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from flows.storage.ledger import POLLED_SCHEMA
+from flows.summary import RunSummary
+
+
+def polled(rows: list[tuple[str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"transcription_id": [r[0] for r in rows], "status": [r[1] for r in rows],
+         "final": [False] * len(rows), "written": [True] * len(rows)},
+        schema=POLLED_SCHEMA,
+    )  # fmt: skip
+
+
+def test_an_id_polled_twice_counts_once_as_last_seen() -> None:
+    summary = RunSummary()
+    talk = pl.DataFrame(schema={"speaker": pl.String, "talk_time_ms": pl.Int64})
+    summary.add(polled([("a", "ongoing"), ("b", "succeeded"), ("c", "not_found")]), {}, talk)
+    summary.add(polled([("a", "succeeded"), ("d", "failed"), ("e", "succeeded")]), {}, talk)
+    expected = {"succeeded": 3, "not_found": 1, "failed": 1}
+    assert dict(summary.statuses) == expected
+    for _ in range(20):  # the table pairs each status with its own count, every time
+        assert dict(summary.status_table().iter_rows()) == expected
