@@ -67,7 +67,9 @@ class Run:
         summary.skipped += staged.skipped
         summary.already_final += staged.already_final
         rows = sum(staged.files.rows.values())
-        self.log.info("batch %d committed: %d ids, %d rows", staged.number, polled.height, rows)
+        self.log.info(
+            "batch %d committed: %d ids, %d requests, %d rows", staged.number, polled.height, staged.requests, rows
+        )
 
     def close(self) -> None:
         self.dataset.drop_snapshot(self.run_id)

@@ -104,14 +104,6 @@ def polled_frame(outcomes: list[Outcome], written: set[str]) -> pl.DataFrame:
     )
 
 
-def changed(ledger: pl.DataFrame, outcomes: list[Outcome]) -> list[Outcome]:
-    """The outcomes whose status differs from the ledger's (or whose id is new): rows to write."""
-    ids = [o.transcription_id for o in outcomes]
-    known = ledger.filter(pl.col("transcription_id").is_in(ids)).select("transcription_id", "status")
-    status = dict(known.iter_rows())
-    return [o for o in outcomes if status.get(o.transcription_id) != o.status]
-
-
 def superseded(ledger: pl.DataFrame, ids: pl.Series) -> dict[tuple[str, str], set[str]]:
     """(batch_id, fetched_date) of the files holding earlier rows of these ids -> those ids."""
     earlier = ledger.filter(pl.col("transcription_id").is_in(ids.implode()) & pl.col("batch_id").is_not_null())

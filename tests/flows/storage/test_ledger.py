@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from flows.outcomes import Outcome
-from flows.storage.ledger import LEDGER_SCHEMA, changed, is_final, plan_run, polled_frame, superseded, updated_ledger
+from flows.storage.ledger import LEDGER_SCHEMA, is_final, plan_run, polled_frame, superseded, updated_ledger
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 A, B, C, D = (f"00000000-0000-4000-8000-00000000000{n}" for n in range(4))
@@ -16,6 +16,14 @@ A, B, C, D = (f"00000000-0000-4000-8000-00000000000{n}" for n in range(4))
 
 def outcome(tid: str, status: str, code: str | None = None) -> Outcome:
     return Outcome(tid, status, NOW, error_code=code)
+
+
+def changed(ledger: pl.DataFrame, outcomes: list[Outcome]) -> list[Outcome]:
+    """The outcomes whose status differs from the ledger's (or whose id is new), as the batch task decides."""
+    ids = [o.transcription_id for o in outcomes]
+    known = ledger.filter(pl.col("transcription_id").is_in(ids)).select("transcription_id", "status")
+    status = dict(known.iter_rows())
+    return [o for o in outcomes if status.get(o.transcription_id) != o.status]
 
 
 def update(ledger, polled: list[Outcome], written: list[Outcome], batch: str, at: datetime = NOW):
