@@ -7,7 +7,6 @@ and each batch task reads its own slice (`read_slice`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from io import BufferedReader
@@ -41,15 +40,6 @@ def read_ids(path: str | Path) -> list[str]:
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
 
-@dataclass(frozen=True)
-class Record:
-    """One JSON value read from an input file; `error` says why it could not be decoded."""
-
-    source: str
-    value: Any = None
-    error: str | None = None
-
-
 def _files_under(paths: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for raw in paths:
@@ -61,25 +51,6 @@ def _files_under(paths: Sequence[str | Path]) -> list[Path]:
         else:
             raise ConfigurationError(f"input not found: {path}")
     return files
-
-
-def iter_records(paths: Sequence[str | Path]) -> Iterator[Record]:
-    """Every JSON value in .json files (one value) and .ndjson/.jsonl files (one per line)."""
-    for path in _files_under(paths):
-        if path.suffix == ".json":
-            yield _decode(str(path), path.read_bytes())
-            continue
-        with path.open("rb") as lines:
-            for number, line in enumerate(lines, start=1):
-                if line.strip():
-                    yield _decode(f"{path}:{number}", line)
-
-
-def _decode(source: str, data: bytes) -> Record:
-    try:
-        return Record(source, json.loads(data))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return Record(source, error=f"not JSON ({type(exc).__name__})")
 
 
 def unwrap_event(value: Any) -> Any:

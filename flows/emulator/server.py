@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import Any, Self
 import uvicorn
 
 from flows.emulator.app import PREFIX_A, EmulatorApp, EmulatorConfig, InjectedDropError
-from flows.inputs import iter_records, unwrap_event
+from flows.inputs import plan_slices, read_slice, unwrap_event
 from flows.outcomes import is_uuid
 
 STARTUP_TIMEOUT_S = 20.0
@@ -22,8 +23,11 @@ STARTUP_TIMEOUT_S = 20.0
 def load_responses(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
     """Stored responses (or webhook events) keyed by lower-case id; the later file wins."""
     responses: dict[str, dict[str, Any]] = {}
-    for record in iter_records(paths):
-        value = unwrap_event(record.value)
+    for record in (record for batch in plan_slices(paths, 1000) for record in read_slice(batch)):
+        try:
+            value = unwrap_event(json.loads(record.data))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
         if isinstance(value, dict) and is_uuid(value.get("id")):
             responses[str(value["id"]).lower()] = value
     return responses
