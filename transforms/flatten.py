@@ -13,11 +13,12 @@ serialised only for the items that end up rejected (`raw_items_json`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import polars as pl
+
+from transforms.jsonvalues import HugeInt, strict_json
 
 RAW_STRING_FIELDS = ("speaker", "speaker_type", "text")
 RAW_INT_FIELDS = ("start_time_ms", "start_offset_ms", "end_time_ms", "end_offset_ms")
@@ -40,6 +41,7 @@ _KINDS: dict[type, str] = {
     list: "array",
     type(None): "null",
     _Missing: "missing",
+    HugeInt: "int_overflow",
 }
 
 
@@ -119,7 +121,7 @@ def raw_items_json(transcripts: Iterable[Transcript], keys: pl.DataFrame) -> pl.
     for tid, index in keys.select("transcription_id", "item_index").iter_rows():
         wanted.setdefault(tid, []).append(index)
     rows = [
-        (t.transcription_id, index, json.dumps(t.items[index], ensure_ascii=False, separators=(",", ":")))
+        (t.transcription_id, index, strict_json(t.items[index], separators=(",", ":")))
         for t in transcripts
         for index in wanted.get(t.transcription_id, ())
     ]
