@@ -63,7 +63,7 @@ def repair_unicode(data: bytes) -> tuple[bytes, int]:
     return _ESCAPES.sub(replace, data), repaired
 
 
-def _parse_int(digits: str) -> int:
+def _parse_int(digits: str) -> int | HugeInt:
     return HugeInt(digits) if len(digits) > _LONGEST_INT64 else int(digits)
 
 
