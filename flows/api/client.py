@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from flows import jsontext
 from flows.api.auth import Auth
 from flows.api.ratelimit import RateLimiter
 from flows.api.retry import RetryPolicy, Sleep, parse_retry_after
@@ -155,6 +155,8 @@ class TranscriptionClient:
                 await self._auth.renew(self._http, response.request.headers["Authorization"])
                 response = await self._send(tid)
             outcome = self._interpret(tid, response)
+        except MalformedResponseError:
+            raise  # the API answered: a body it cannot read is no sign of an outage
         except TransientApiError:
             if self._failing_since is None:
                 self._failing_since = self._clock()
@@ -209,9 +211,9 @@ class TranscriptionClient:
 
     def _decode(self, tid: str, response: httpx.Response) -> Outcome:
         try:
-            body = json.loads(response.content)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise MalformedResponseError("HTTP 200 with a body that is not JSON", status_code=200) from None
+            body = jsontext.loads(response.content)
+        except jsontext.JsonError as exc:
+            raise MalformedResponseError(f"HTTP 200 with a body that cannot be read: {exc}", status_code=200) from None
         try:
             outcome = outcome_from_response(
                 body, fetched_at=_now(), api_version=self._options.api_version, requested_id=tid
@@ -231,15 +233,17 @@ async def _cancel(tasks: Sequence[asyncio.Future[Outcome]]) -> None:
 
 
 def _error_code(response: httpx.Response) -> str | None:
-    """The `code` field of a JSON error body, if any (finer than the HTTP status)."""
+    """The `code` field of a JSON error body when it is a string or an integer (finer than the status)."""
     if response.status_code == 200 or not response.content:
         return None
     try:
-        body = json.loads(response.content)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = jsontext.loads(response.content)
+    except jsontext.JsonError:
         return None
     code = body.get("code") if isinstance(body, dict) else None
-    return None if code is None else str(code)
+    if isinstance(code, bool) or not isinstance(code, str | int):
+        return None  # a HugeInt, an object, a float: not a code to branch on
+    return str(code)
 
 
 def _now() -> datetime:
