@@ -8,6 +8,7 @@ Attempts and the total time spent waiting are both capped.
 from __future__ import annotations
 
 import email.utils
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,10 @@ from flows.settings import DEFAULT_MAX_ATTEMPTS
 DEFAULT_BACKOFF_INITIAL_S = 0.25
 DEFAULT_BACKOFF_MAX_S = 20.0
 DEFAULT_MAX_RETRY_WAIT_S = 120.0
+# The longest Retry-After taken as given (a day); the policy caps the actual wait far lower.
+MAX_RETRY_AFTER_S = 86400.0
+_DELTA_SECONDS = re.compile(r"[0-9]+")
+_MAX_DELTA_DIGITS = len(str(int(MAX_RETRY_AFTER_S)))  # longer is longer than the cap: no need to convert
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -60,16 +65,21 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if unusable."""
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if unusable.
+
+    Only ASCII digits count as seconds (`str.isdigit` also accepts '²' and '٣'); a wait longer
+    than MAX_RETRY_AFTER_S, in seconds or as a date, counts as that.
+    """
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _DELTA_SECONDS.fullmatch(value):
+        digits = value.lstrip("0")
+        return MAX_RETRY_AFTER_S if len(digits) > _MAX_DELTA_DIGITS else min(float(digits or 0), MAX_RETRY_AFTER_S)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(max(0.0, (when - (now or datetime.now(UTC))).total_seconds()), MAX_RETRY_AFTER_S)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.api.retry import RetryPolicy
+from flows.api.retry import MAX_RETRY_AFTER_S, RetryPolicy, parse_retry_after
 from flows.decode import decode_polled
 from flows.transform import build_tables
 from tests.flows.api.test_client import TID, FakeClock, run, succeeded
@@ -153,3 +153,80 @@ def test_one_poison_body_among_several_ids_leaves_the_others_whole() -> None:
     assert sorted(items["transcription_id"].unique().to_list()) == sorted(good)
     rejected = tables["rejected_items"]
     assert rejected["transcription_id"].to_list() == [huge_id]
+
+
+# 2. Retry-After ------------------------------------------------------------------------------
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("7", 7.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("Thu, 01 Jan 2026 12:00:30 GMT", 30.0),
+        ("Thu, 01 Jan 2026 11:00:00 GMT", 0.0),
+        ("²", None),
+        ("٣", None),
+        ("１２", None),
+        ("-5", None),
+        ("+5", None),
+        ("1.5", None),
+        ("1e3", None),
+        ("inf", None),
+        ("nan", None),
+        ("", None),
+        ("soon", None),
+        ("Thu, 01 Jan 99999 12:00:30 GMT", None),
+        (None, None),
+    ],
+    ids=[
+        "seconds",
+        "padded",
+        "zero",
+        "future_date",
+        "past_date",
+        "superscript_two",
+        "arabic_indic_three",
+        "fullwidth_digits",
+        "negative",
+        "plus_sign",
+        "fraction",
+        "exponent",
+        "inf",
+        "nan",
+        "empty",
+        "word",
+        "date_out_of_range",
+        "absent",
+    ],
+)
+def test_retry_after_counts_only_ascii_seconds_or_a_date(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header, now=NOW) == expected
+
+
+@pytest.mark.parametrize("digits", [400, 5000], ids=["beyond_float", "beyond_int_conversion"])
+def test_an_absurd_retry_after_is_capped_not_an_overflow(digits: int) -> None:
+    assert parse_retry_after("9" * digits, now=NOW) == MAX_RETRY_AFTER_S
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now=NOW) == MAX_RETRY_AFTER_S
+
+
+@pytest.mark.parametrize(
+    "header", ["\u00b2".encode(), "\u0663".encode(), b"soon"], ids=["superscript_two", "arabic_indic_three", "word"]
+)
+def test_a_429_with_an_unusable_retry_after_is_retried_on_backoff(header: bytes) -> None:
+    answers = iter([httpx.Response(429, headers=[(b"Retry-After", header)]), httpx.Response(200, json=succeeded())])
+    clock = FakeClock()
+    outcomes, _ = run(lambda r: next(answers), [TID], clock)
+    assert [o.status for o in outcomes] == ["succeeded"]
+    assert len(clock.sleeps) == 1 and 0 < clock.sleeps[0] <= RetryPolicy().backoff_max_s
+
+
+def test_a_429_asking_for_an_absurd_wait_is_an_error_row_not_a_crash() -> None:
+    """A wait beyond max_retry_wait_s is not waited for: the id ends as retries_exhausted at once."""
+    clock = FakeClock()
+    outcomes, down = run(lambda r: httpx.Response(429, headers={"Retry-After": "9" * 5000}), [TID], clock)
+    assert [(o.status, o.error_code) for o in outcomes] == [("error", "retries_exhausted")]
+    assert (clock.sleeps, down) == ([], None)
