@@ -5,9 +5,10 @@ every string is read as Categorical (which, unlike String, refuses a number, a b
 or an array instead of turning it into text) and every time as Int64 (which refuses strings,
 floats, booleans and integers beyond int64). A batch the reader refuses, or whose envelopes are
 not all of the simple kind (a known status, a UUID id, a transcript array; no `failed` payload
-to keep as JSON; no lone surrogate escape, which polars would not keep as Python does), goes through
-the Python path instead: `json` per record and the type-recording flattener. Both give the
-same tables (a property test holds them to it).
+to keep as JSON), goes through the Python path instead: `flows.jsontext.loads` per record and
+the type-recording flattener. Both give the same tables (a property test holds them to it).
+Lone surrogate escapes are repaired to U+FFFD before either path reads a byte
+(`flows.jsontext.repair_unicode`), so both see the same text.
 
 When one id appears several times, a terminal result beats `ongoing` and among equals the
 record read last wins (within a batch here; across batches, at commit).
@@ -16,8 +17,6 @@ record read last wins (within a batch here; across batches, at commit).
 from __future__ import annotations
 
 import io
-import json
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from flows.inputs import EVENT_PREFIX, RawRecord, unwrap_event
+from flows.jsontext import JsonError, loads, repair_unicode
 from flows.outcomes import UUID_PATTERN, EnvelopeError, Outcome, outcome_from_response, responses_frame
 from flows.transform import RAW_JSON_SCHEMA, Decoded, decode_outcomes
 from transforms.flatten import RAW_INT_FIELDS, RAW_ITEMS_SCHEMA, RAW_STRING_FIELDS, Transcript, raw_items_json
@@ -33,10 +33,6 @@ from transforms.schemas import RESPONSES, conform
 
 DIALECT_A, DIALECT_B = "2024-04-22", "2024-10-01"
 _RANK = {"ongoing": 0, "failed": 1, "succeeded": 1}
-# A lone surrogate escape (half an emoji): polars would read it as NUL where Python keeps it.
-_LONE_SURROGATE = re.compile(
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]"
-)
 
 _ITEM = pl.Struct(
     {**{name: pl.Categorical() for name in RAW_STRING_FIELDS}, **{name: pl.Int64() for name in RAW_INT_FIELDS}}
@@ -59,9 +55,9 @@ def api_version_of(body: dict[str, Any]) -> str:
 def _outcome_of(record: RawRecord, fetched_at: datetime) -> Outcome | str:
     """The record's outcome, or why it cannot be read (never its content)."""
     try:
-        body = unwrap_event(json.loads(record.data))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return f"{record.source}: not JSON ({type(exc).__name__})"
+        body = unwrap_event(loads(record.data))
+    except JsonError as exc:
+        return f"{record.source}: {exc}"
     try:
         version = api_version_of(body) if isinstance(body, dict) else None
         return outcome_from_response(body, fetched_at=fetched_at, api_version=version)
@@ -108,9 +104,7 @@ def decode_fast(records: Sequence[RawRecord], fetched_at: datetime) -> Decoded |
     """The fast path (see the module docstring), or None when the batch needs the Python path."""
     if not records or any(b"\n" in r.data for r in records):  # a pretty-printed .json file
         return None
-    data = b"\n".join(r.data for r in records)
-    if (b"\\ud" in data or b"\\uD" in data) and _LONE_SURROGATE.search(data):  # find() first: memchr-fast
-        return None
+    data, _ = repair_unicode(b"\n".join(r.data for r in records))
     try:
         frame = pl.read_ndjson(io.BytesIO(data), schema=_SCHEMA)
     except (pl.exceptions.PolarsError, OSError):
@@ -203,6 +197,6 @@ def _rejected_json(raw: pl.DataFrame, envelopes: pl.DataFrame, records: Sequence
     lines = envelopes.filter(pl.col("id").str.to_lowercase().is_in(keys["transcription_id"].unique().implode()))
     transcripts = []
     for line, tid in lines.select("line", "id").iter_rows():
-        body = unwrap_event(json.loads(records[line].data))
+        body = unwrap_event(loads(records[line].data))
         transcripts.append(Transcript(tid.lower(), None, body["payload"]["transcript"]))
     return raw_items_json(transcripts, keys)

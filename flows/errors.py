@@ -11,11 +11,21 @@
         ├── AuthorizationError      403: the run stops
         └── ApiUnavailableError     the API kept failing for too long: the run stops early
 
+    WithheldError                   anything else raised inside a flow or task, its message withheld
+
 Expected outcomes (failed, ongoing, 404, a rejected item) are data, never exceptions.
-Messages never contain credentials or transcript text.
+Messages never contain credentials or transcript text: ours are written so, and any other
+exception leaving a flow or a task is replaced by a WithheldError (`withholding_messages`),
+because Prefect writes an exception's message to its log table and its stored states, and a
+library's message may quote the value it choked on.
 """
 
 from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class PipelineError(Exception):
@@ -72,3 +82,27 @@ class AuthorizationError(ApiError):
 
 class ApiUnavailableError(ApiError):
     """The API failed every request for longer than the configured stretch."""
+
+
+class WithheldError(Exception):
+    """An unexpected error, named by its type and place only (its message may quote patient data)."""
+
+
+def withheld(exc: BaseException) -> WithheldError:
+    """The error as a WithheldError: its type and the line that raised it, not its message."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return WithheldError(f"{type(exc).__name__}{where} (message withheld: it may quote transcript text)")
+
+
+@contextmanager
+def withholding_messages() -> Iterator[None]:
+    """Let PipelineErrors through; replace any other exception by a WithheldError, with no chain."""
+    try:
+        yield
+        return
+    except PipelineError:
+        raise
+    except Exception as exc:
+        error = withheld(exc)
+    raise error

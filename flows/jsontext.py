@@ -70,19 +70,20 @@ def _parse_int(digits: str) -> int | HugeInt:
 def loads(data: bytes | str) -> Any:
     """Parse untrusted JSON (lone surrogates repaired); JsonError, quoting nothing, when it cannot."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    raw, _ = repair_unicode(raw)
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise JsonError("not_json", f"not JSON (at character {exc.pos})") from None
+    try:  # strictly: json.loads would let UTF-8-encoded surrogates through
+        text = repair_unicode(raw)[0].decode("utf-8")
     except UnicodeDecodeError:
         raise JsonError("not_json", "not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JsonError("not_json", f"not JSON (at character {exc.pos})") from None
     except RecursionError:
         raise JsonError("too_deep", "JSON nested too deep to read") from None
     except ValueError:  # an integer of more digits than Python converts
         pass
     try:
-        return json.loads(raw, parse_int=_parse_int)
+        return json.loads(text, parse_int=_parse_int)
     except RecursionError:
         raise JsonError("too_deep", "JSON nested too deep to read") from None
     except ValueError:

@@ -6,7 +6,7 @@ compared case-insensitively and stored lower-case.
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from transforms.flatten import Transcript
+from transforms.jsonvalues import strict_json
 from transforms.schemas import RESPONSES
 
 UUID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -67,13 +68,24 @@ class EnvelopeError(ValueError):
         self.reason = reason
 
 
+def _scalar_text(value: Any) -> str | None:
+    """A code or message as text: a string, or a number that has one (not NaN, not a huge integer)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(value)
+    return None
+
+
 def _failure_details(payload: Any) -> tuple[str | None, str | None]:
     """An error code and message from a failed payload, wherever the vendor put them."""
     if not isinstance(payload, dict):
         return None, None
     code = next((payload[k] for k in ("code", "error_code", "status_code") if payload.get(k) is not None), None)
     message = next((payload[k] for k in ("message", "error_message", "detail") if payload.get(k) is not None), None)
-    return (None if code is None else str(code)), (None if message is None else str(message))
+    return _scalar_text(code), _scalar_text(message)
 
 
 def outcome_from_response(
@@ -108,7 +120,7 @@ def outcome_from_response(
         return Outcome(tid, "succeeded", fetched_at, items=transcript, **common)
     if status == "failed":
         code, message = _failure_details(payload)
-        raw = None if payload is None else json.dumps(payload, ensure_ascii=False, sort_keys=True)
+        raw = None if payload is None else strict_json(payload, sort_keys=True)
         return Outcome(tid, "failed", fetched_at, error_code=code, error_message=message, error_payload=raw, **common)
     return Outcome(tid, "ongoing", fetched_at, **common)
 

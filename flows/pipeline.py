@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.batch import BatchSpec, StagedBatch, fetch_batch, read_batch
+from flows.errors import withholding_messages
 from flows.runs import ingest, poll
 from flows.settings import IngestSettings, RunSettings
 from flows.summary import RunSummary, summary_markdown
@@ -26,13 +27,15 @@ SUMMARY_ARTIFACT = "talktime-run-summary"
 @task(name="fetch-batch", task_run_name="fetch-{spec.number}", cache_policy=NO_CACHE)
 def fetch_batch_task(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
     """Poll a batch of ids, transform and stage what changed (flows.batch.fetch_batch)."""
-    return fetch_batch(settings, spec)
+    with withholding_messages():
+        return fetch_batch(settings, spec)
 
 
 @task(name="read-batch", task_run_name="read-{spec.number}", cache_policy=NO_CACHE)
 def read_batch_task(settings: IngestSettings, spec: BatchSpec) -> StagedBatch:
     """Read a slice of the inputs, transform and stage what changed (flows.batch.read_batch)."""
-    return read_batch(settings, spec)
+    with withholding_messages():
+        return read_batch(settings, spec)
 
 
 @flow(name="talktime-run", log_prints=False)
@@ -42,7 +45,8 @@ def run_flow(settings: RunSettings) -> RunSummary:
     Secrets are never parameters: see `flows.secrets` for where the API key, the OAuth private
     key and storage credentials come from.
     """
-    summary = poll(settings, lambda spec: fetch_batch_task.submit(settings, spec), get_run_logger())
+    with withholding_messages():
+        summary = poll(settings, lambda spec: fetch_batch_task.submit(settings, spec), get_run_logger())
     _report(summary, settings.out)
     return summary
 
@@ -50,7 +54,8 @@ def run_flow(settings: RunSettings) -> RunSummary:
 @flow(name="talktime-ingest", log_prints=False)
 def ingest_flow(settings: IngestSettings) -> RunSummary:
     """Read saved API responses or webhook events (no network) and update `settings.out`."""
-    summary = ingest(settings, lambda spec: read_batch_task.submit(settings, spec), get_run_logger())
+    with withholding_messages():
+        summary = ingest(settings, lambda spec: read_batch_task.submit(settings, spec), get_run_logger())
     _report(summary, settings.out)
     return summary
 

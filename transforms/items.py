@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms.schemas import REJECTED_ITEMS, SPEAKERS, TRANSCRIPT_ITEMS, conform
+from transforms.schemas import MAX_TIME_MS, REJECTED_ITEMS, SPEAKERS, TRANSCRIPT_ITEMS, conform
 
 _ABSENT = ("missing", "null")
 
@@ -47,6 +47,8 @@ def rejection_reason() -> pl.Expr:
         _time_reason(start_kind, "start_time"),
         _time_reason(end_kind, "end_time"),
         pl.when(start < 0).then(pl.lit("negative_start_time")),
+        pl.when(start > MAX_TIME_MS).then(pl.lit("start_time_out_of_range")),
+        pl.when(end > MAX_TIME_MS).then(pl.lit("end_time_out_of_range")),
         pl.when(end < start).then(pl.lit("end_before_start")),
         pl.when(~speaker_kind.is_in(("string", *_ABSENT))).then(pl.lit("speaker_not_string")),
         pl.when(~speaker.str.to_lowercase().is_in(SPEAKERS)).then(pl.lit("unknown_speaker")),

@@ -11,6 +11,8 @@ import polars as pl
 SCHEMA_VERSION = 1
 
 SPEAKERS = ("doctor", "patient", "unspecified")
+# Audio is at most 60 minutes long (shared/api-contract.md): no item starts or ends later.
+MAX_TIME_MS = 3_600_000
 STATUSES = ("succeeded", "failed", "ongoing", "not_found", "error", "expired")
 
 UTC_TIMESTAMP = pl.Datetime("us", "UTC")

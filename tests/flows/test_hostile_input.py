@@ -1,0 +1,190 @@
+"""Legal but hostile JSON: every record ends as a row, a rejected item or a named skip; no crash, no leak."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.decode import decode_fast, decode_records
+from flows.inputs import RawRecord
+from flows.transform import build_tables
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+ID = "5b0c0a44-8a38-4a0e-9d52-6f1b0c6f7e00"
+SECRET_TEXT = "the patient said something private"
+
+
+def record(body: str) -> RawRecord:
+    return RawRecord("in.ndjson:1", body.encode())
+
+
+def succeeded(*items: str, crid: str = '"c"') -> str:
+    return f'{{"id":"{ID}","client_request_id":{crid},"status":"succeeded","payload":{{"transcript":[{",".join(items)}]}}}}'
+
+
+def tables_of(body: str) -> dict[str, pl.DataFrame]:
+    decoded, skipped = decode_records([record(body)], NOW)
+    assert skipped == []
+    return build_tables(decoded)
+
+
+LONE = "\\ud83d"  # the JSON escape of half an emoji, as a producer that cut it emits
+
+
+@pytest.mark.parametrize(
+    ("body", "table", "column", "expected"),
+    [
+        (succeeded(f'{{"speaker":"doctor","start_time_ms":0,"end_time_ms":5,"text":"{SECRET_TEXT} {LONE}"}}'),
+         "transcript_items", "text", f"{SECRET_TEXT} \ufffd"),
+        (succeeded(f'{{"speaker":"doctor{LONE}","start_time_ms":0,"end_time_ms":5,"text":"x"}}'),
+         "rejected_items", "reason", "unknown_speaker"),
+        (succeeded(crid=f'"req-{LONE}"'), "transcriptions", "client_request_id", "req-\ufffd"),
+        (f'{{"id":"{ID}","status":"failed","payload":{{"code":1,"message":"{SECRET_TEXT}{LONE}"}}}}',
+         "transcriptions", "error_message", f"{SECRET_TEXT}\ufffd"),
+        (succeeded(f'{{"speaker":"doctor","start_time_ms":0,"end_time_ms":5,"text":"a \\udc00{LONE}\\ude00 b"}}'),
+         "transcript_items", "text", "a \ufffd\U0001f600 b"),
+    ],
+    ids=["text", "speaker", "client-request-id", "failed-message", "low-then-pair"],
+)  # fmt: skip
+def test_a_lone_surrogate_is_repaired_to_the_replacement_character(
+    body: str, table: str, column: str, expected: str
+) -> None:
+    assert tables_of(body)[table][column].to_list() == [expected]
+
+
+def test_an_escaped_backslash_before_u_is_text_not_a_surrogate() -> None:
+    body = succeeded('{"speaker":"doctor","start_time_ms":0,"end_time_ms":5,"text":"C:\\\\ud83d"}')
+    assert tables_of(body)["transcript_items"]["text"].to_list() == ["C:\\ud83d"]
+
+
+def test_the_fast_path_takes_a_batch_with_a_lone_surrogate() -> None:
+    body = succeeded(f'{{"speaker":"doctor","start_time_ms":0,"end_time_ms":5,"text":"x{LONE}"}}')
+    fast = decode_fast([record(body)], NOW)
+    assert fast is not None and fast.raw_items["text"].to_list() == ["x\ufffd"]
+
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+def test_a_record_nested_too_deep_is_skipped_and_named_and_the_batch_goes_on() -> None:
+    good = succeeded('{"speaker":"doctor","start_time_ms":0,"end_time_ms":5,"text":"x"}')
+    deep = f'{{"id":"{ID.replace("00", "01")}","status":"succeeded","payload":{{"transcript":[],"x":{DEEP}}}}}'
+    decoded, skipped = decode_records([record(good), RawRecord("in.ndjson:2", deep.encode())], NOW)
+    assert decoded.responses["transcription_id"].to_list() == [ID]
+    assert len(skipped) == 1 and skipped[0].startswith("in.ndjson:2: ") and "deep" in skipped[0]
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ('{"speaker":"doctor","start_time_ms":' + "9" * 5000 + ',"end_time_ms":5}', "start_time_out_of_range"),
+        ('{"speaker":"doctor","start_time_ms":0,"end_time_ms":-' + "9" * 5000 + "}", "end_time_out_of_range"),
+        ('{"speaker":"doctor","start_time_ms":0,"end_time_ms":3600001}', "end_time_out_of_range"),
+        ('{"speaker":"doctor","start_time_ms":3600001,"end_time_ms":3600002}', "start_time_out_of_range"),
+        ('{"speaker":"doctor","start_time_ms":0,"end_time_ms":9000000000000000000}', "end_time_out_of_range"),
+    ],
+    ids=["huge-start", "huge-negative-end", "end-past-an-hour", "start-past-an-hour", "near-int64-max"],
+)
+def test_a_time_outside_the_contract_is_rejected_with_a_reason(item: str, reason: str) -> None:
+    tables = tables_of(succeeded(item, '{"speaker":"patient","start_time_ms":0,"end_time_ms":10}'))
+    assert tables["rejected_items"]["reason"].to_list() == [reason]
+    assert isinstance(json.loads(tables["rejected_items"]["raw_item"][0], parse_int=str), dict)  # kept, as JSON
+    assert tables["transcriptions"]["total_talk_ms"].to_list() == [10]
+
+
+def test_an_item_ending_at_the_hour_is_valid() -> None:
+    tables = tables_of(succeeded('{"speaker":"doctor","start_time_ms":3599000,"end_time_ms":3600000}'))
+    assert tables["transcript_items"]["end_time_ms"].to_list() == [3_600_000]
+
+
+def test_summed_talk_time_cannot_overflow() -> None:
+    items = [f'{{"speaker":"doctor","start_time_ms":{s},"end_time_ms":3600000}}' for s in (0, 1, 2)]
+    tables = tables_of(succeeded(*items, '{"speaker":"patient","start_time_ms":0,"end_time_ms":3600000}'))
+    speakers = tables["speaker_metrics"]
+    assert speakers["talk_time_ms"].to_list() == [3_600_000, 3_600_000]
+    assert speakers["talk_share"].to_list() == [0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("body", "table", "column"),
+    [
+        (f'{{"id":"{ID}","status":"failed","payload":{{"code":NaN,"message":"m","at":-Infinity}}}}',
+         "transcriptions", "error_payload"),
+        (succeeded('{"speaker":"doctor","start_time_ms":NaN,"end_time_ms":Infinity}'), "rejected_items", "raw_item"),
+    ],
+    ids=["failed-payload", "rejected-item"],
+)  # fmt: skip
+def test_nan_and_infinity_are_stored_as_strict_json(body: str, table: str, column: str) -> None:
+    text = tables_of(body)[table][column][0]
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-strict JSON constant {constant}")
+
+    assert None in json.loads(text, parse_constant=refuse).values()
+
+
+def test_a_failed_payload_with_a_huge_integer_keeps_it_as_digits() -> None:
+    body = f'{{"id":"{ID}","status":"failed","payload":{{"code":{"7" * 5000},"message":"m"}}}}'
+    row = tables_of(body)["transcriptions"].row(0, named=True)
+    assert json.loads(row["error_payload"].replace("7" * 5000, "7"))["code"] == 7
+    assert row["error_code"] is None and row["error_message"] == "m"
+
+
+def test_one_ingest_file_of_poison_records_does_not_stop_the_others(tmp_path: Path) -> None:
+    from tests.crash_driver import ingest_without_prefect  # the flow's body, no Prefect server needed
+
+    ids = [ID.replace("00", f"{n:02d}") for n in range(10, 16)]
+    good = [succeeded('{"speaker":"doctor","start_time_ms":0,"end_time_ms":5,"text":"x"}').replace(ID, i) for i in ids]
+    poison = [
+        f'{{"id":"{ID}","status":"succeeded","payload":{{"transcript":[],"x":{DEEP}}}}}',
+        succeeded('{"speaker":"doctor","start_time_ms":' + "1" * 5000 + ',"end_time_ms":5}').replace(ID, ids[0]),
+        succeeded(f'{{"speaker":"doctor","start_time_ms":0,"end_time_ms":5,"text":"{SECRET_TEXT}{LONE}"}}'),
+    ]
+    (tmp_path / "a.ndjson").write_text("\n".join([poison[0], *good[:3], poison[2], poison[1], *good[3:]]) + "\n")
+    summary = ingest_without_prefect(str(tmp_path / "out"), 3, [str(tmp_path / "a.ndjson")])
+    transcriptions = pl.read_parquet(f"{tmp_path}/out/transcriptions/**/*.parquet")
+    assert sorted(transcriptions["transcription_id"]) == sorted([ID, *ids])
+    assert len(summary.skipped) == 1 and summary.skipped[0].startswith(f"{tmp_path / 'a.ndjson'}:1: ")
+
+
+@pytest.mark.usefixtures("prefect_server")
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+@pytest.mark.filterwarnings("ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning")
+def test_an_unexpected_error_in_a_batch_never_carries_its_message_into_logs_or_states(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+    import logging
+
+    from prefect.client.orchestration import get_client
+
+    import flows.batch
+    from flows.cli import main
+
+    def leak(*_: object, **__: object) -> None:
+        raise UnicodeEncodeError("utf-8", SECRET_TEXT, 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(flows.batch, "build_tables", leak)
+    caplog.set_level(logging.DEBUG)
+    (tmp_path / "a.ndjson").write_text(succeeded('{"speaker":"doctor","start_time_ms":0,"end_time_ms":5}') + "\n")
+    with pytest.raises(Exception) as raised:
+        main(["ingest", "--input", str(tmp_path / "a.ndjson"), "--out", str(tmp_path / "out")])
+
+    async def task_run_messages() -> list[str]:
+        async with get_client() as client:
+            runs = await client.read_task_runs()
+            return [str(r.state.message) for r in runs if r.state is not None]
+
+    captured = capsys.readouterr()
+    everything = "\n".join(
+        [captured.out, captured.err, caplog.text, str(raised.value), *asyncio.run(task_run_messages())]
+    )
+    assert "UnicodeEncodeError" in everything  # the failure is reported, by its type
+    assert SECRET_TEXT not in everything
