@@ -7,6 +7,7 @@ and each batch task reads its own slice (`read_slice`).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from io import BufferedReader
@@ -24,20 +25,34 @@ EVENT_PREFIX = "transcribe_async."
 def read_ids(path: str | Path) -> list[str]:
     """Ids from a text file (one per line), or a CSV / Parquet file with an `id` column.
 
-    Blank lines are skipped; nothing else is altered (validation happens before any request).
+    Text is UTF-8 (a byte-order mark is dropped); each id is stripped of surrounding whitespace
+    and blank ones are skipped. Nothing else is altered: validation happens before any request.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigurationError(f"ids file not found: {path}")
-    if path.suffix in (".csv", ".parquet"):
-        frame = (
-            pl.read_csv(path, schema_overrides={"id": pl.String}) if path.suffix == ".csv" else pl.read_parquet(path)
-        )
-        if "id" not in frame.columns:
-            raise ConfigurationError(f"{path} has no `id` column")
-        return [i for i in frame.get_column("id").cast(pl.String).to_list() if i]
-    text = path.read_text(encoding="utf-8")
-    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if path.suffix == ".parquet":
+        try:
+            return _ids_of(pl.read_parquet(path), path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise ConfigurationError(f"ids file {path} is not a readable Parquet file ({type(exc).__name__})") from None
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"ids file {path} is not UTF-8 text (invalid byte at offset {exc.start})") from None
+    if path.suffix == ".csv":
+        try:
+            return _ids_of(pl.read_csv(io.BytesIO(text.encode()), schema_overrides={"id": pl.String}), path)
+        except pl.exceptions.PolarsError as exc:
+            raise ConfigurationError(f"ids file {path} is not a readable CSV file ({type(exc).__name__})") from None
+    return [stripped for line in text.splitlines() if (stripped := line.strip())]
+
+
+def _ids_of(frame: pl.DataFrame, path: Path) -> list[str]:
+    if "id" not in frame.columns:
+        raise ConfigurationError(f"{path} has no `id` column")
+    ids = frame.get_column("id").cast(pl.String).str.strip_chars()
+    return [i for i in ids.to_list() if i]
 
 
 def _files_under(paths: Sequence[str | Path]) -> list[Path]:

@@ -8,7 +8,9 @@ variables) and read at the edge by `flows.secrets`.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_API_VERSION = "2024-04-22"
 DEFAULT_RUN_BATCH_SIZE = 200
@@ -24,13 +26,42 @@ DEFAULT_MAX_WAIT_S = 60.0
 DEFAULT_EXPIRE_AFTER_S = 24 * 3600.0
 DEFAULT_DOWN_AFTER_S = 300.0
 DEFAULT_MAX_ATTEMPTS = 6
+MIB = 1024 * 1024
+# Limits of one API response: its body after decompression, and its time in all (connect,
+# headers, body). A 1 MB gzip body can decompress to 1 GiB; a body can drip for ever.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * MIB
+DEFAULT_REQUEST_DEADLINE_S = 120.0
 DEFAULT_API_KEY_SECRET = "talktime-api-key"
 DEFAULT_PRIVATE_KEY_SECRET = "talktime-oauth-private-key"
 DEFAULT_STORAGE_SECRET_PREFIX = "talktime-s3"
 
 
+# Query parameters that carry credentials (pyarrow's S3 URIs accept access_key and secret_key).
+CREDENTIAL_PARAMETERS = frozenset(
+    {"access_key", "secret_key", "session_token", "password", "api_key", "apikey", "key", "token", "secret",
+     "x-amz-credential", "x-amz-security-token", "x-amz-signature"}
+)  # fmt: skip
+
+
+def refuse_credentials(url: str) -> str:
+    """The URL unchanged, or ValueError (quoting nothing) if it carries credentials.
+
+    A URL is printed, logged, and stored with a flow run's parameters and in its artifact, so a
+    key in it would leak everywhere: keys come from the environment or Secret blocks instead.
+    """
+    if "://" not in url:
+        return url  # a local path
+    parts = urlsplit(url)
+    if "@" in parts.netloc or any(name.lower() in CREDENTIAL_PARAMETERS for name, _ in parse_qsl(parts.query)):
+        raise ValueError(
+            "credentials in a URL are refused (URLs are logged and stored with the run); "
+            "use the environment or a Prefect Secret block"
+        )
+    return url
+
+
 class _Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     out: str = Field(description="output location: a directory or s3://bucket/prefix")
     in_flight: int = Field(
@@ -39,6 +70,11 @@ class _Settings(BaseModel):
     storage_secret_prefix: str = Field(
         DEFAULT_STORAGE_SECRET_PREFIX, description="Secret blocks `{prefix}-aws-*` hold S3 credentials"
     )
+
+    @field_validator("out", "api_url", check_fields=False)
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        return refuse_credentials(url)
 
 
 class RunSettings(_Settings):
@@ -54,6 +90,18 @@ class RunSettings(_Settings):
     expire_after_s: float = Field(DEFAULT_EXPIRE_AFTER_S, ge=0, description="pending this long -> expired")
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, description="attempts per request at most")
     down_after_s: float = Field(DEFAULT_DOWN_AFTER_S, gt=0, description="stop when every request fails this long")
+    max_response_mb: float = Field(
+        DEFAULT_MAX_RESPONSE_BYTES / MIB,
+        gt=0,
+        allow_inf_nan=False,
+        description="largest response body read (MiB, decompressed)",
+    )
+    request_deadline_s: float = Field(
+        DEFAULT_REQUEST_DEADLINE_S,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds one request may take in all, body included",
+    )
     api_key_secret: str = Field(DEFAULT_API_KEY_SECRET, description="Secret block holding the API key")
     oauth_client_id: str | None = Field(None, description="OAuth client id (dialect B)")
     private_key_file: str | None = Field(None, description="PEM file of the OAuth client's private key")

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from flows.errors import ConfigurationError
 from flows.secrets import API_KEY_ENV
 from flows.settings import (
+    DEFAULT_API_KEY_SECRET,
     DEFAULT_API_VERSION,
     DEFAULT_CONCURRENCY,
     DEFAULT_DOWN_AFTER_S,
@@ -21,8 +22,11 @@ from flows.settings import (
     DEFAULT_INGEST_BATCH_SIZE,
     DEFAULT_INGEST_IN_FLIGHT,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_WAIT_S,
+    DEFAULT_REQUEST_DEADLINE_S,
     DEFAULT_RUN_BATCH_SIZE,
+    MIB,
     IngestSettings,
     RunSettings,
 )
@@ -78,7 +82,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-url", required=True, help="base URL; /transcribe-async/{id} is appended")
     p.add_argument("--ids", required=True, help="ids file: one per line, or CSV/Parquet with an `id` column")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--api-key", help=f"server API key (default: ${API_KEY_ENV}); never logged")
+    p.add_argument(
+        "--api-key",
+        help=f"server API key; never logged, but a command line is visible to other users of this machine"
+        f" (ps): prefer ${API_KEY_ENV} or the Secret block {DEFAULT_API_KEY_SECRET!r}",
+    )
     p.add_argument("--api-version", default=DEFAULT_API_VERSION, help="X-Nabla-Api-Version to send")
     p.add_argument("--oauth-client-id", help="OAuth client id (dialect B); switches to OAuth client credentials")
     p.add_argument("--private-key-file", help="PEM file of the OAuth client's RS256 private key")
@@ -101,6 +109,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         type=parse_duration,
         default=parse_duration("24h"),
         help="mark ids still pending this long after first seen as `expired` (e.g. 90m, 24h, 2d; default 24h)",
+    )
+    p.add_argument(
+        "--max-response-mb",
+        type=float,
+        default=DEFAULT_MAX_RESPONSE_BYTES / MIB,
+        help="largest response body read, in MiB after decompression; larger is a `response_too_large` row",
+    )
+    p.add_argument(
+        "--request-deadline",
+        type=parse_duration,
+        default=DEFAULT_REQUEST_DEADLINE_S,
+        help="longest one request may take, body included (e.g. 90s, 2m; default 2m); then it is retried",
     )
 
 
@@ -158,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--port", type=int, default=8766)
     hook.add_argument("--landing", required=True, help="folder where events land as NDJSON files")
     hook.add_argument("--secret-env", required=True, help="name of the environment variable holding the secret")
+    hook.add_argument(
+        "--max-body-mb", type=float, metavar="MB", help="refuse event bodies over this many MiB with 413 (default 16)"
+    )
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the bundled sample via the emulator")
     demo.add_argument("--out", default="data/output", help="output directory (its tables are rewritten)")
@@ -229,6 +252,8 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
         expire_after_s=args.expire_after,
         max_attempts=args.max_attempts,
         down_after_s=args.give_up_after,
+        max_response_mb=args.max_response_mb,
+        request_deadline_s=args.request_deadline,
         oauth_client_id=args.oauth_client_id,
         private_key_file=args.private_key_file,
     )
@@ -295,12 +320,15 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     import uvicorn
 
     from flows.errors import ConfigurationError
-    from flows.webhook.receiver import WebhookApp
+    from flows.webhook.receiver import DEFAULT_MAX_EVENT_BYTES, WebhookApp
 
     secret = os.environ.get(args.secret_env)
     if not secret:
         raise ConfigurationError(f"the webhook secret variable {args.secret_env} is not set")
-    app = WebhookApp(Path(args.landing), secret)
+    max_body = DEFAULT_MAX_EVENT_BYTES if args.max_body_mb is None else args.max_body_mb * 1024 * 1024
+    if not 1 <= max_body < 2**53:  # also refuses nan and inf
+        raise ConfigurationError("--max-body-mb must be a positive number of MiB")
+    app = WebhookApp(Path(args.landing), secret, max_body_bytes=int(max_body))
     print(f"talktime webhook: landing events in {args.landing} from http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="off")
     return 0

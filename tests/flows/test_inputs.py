@@ -33,3 +33,31 @@ def test_slices_cover_every_record_once(tmp_path: Path, chunk: int, batch_size: 
         got += records
     assert sorted(got) == sorted(expected)
     assert len(got) == len(set(got))
+
+
+ID = "5b0c0a44-8a38-4a0e-9d52-6f1b0c6f7e00"
+
+
+@pytest.mark.parametrize(
+    ("content", "name"),
+    [
+        (f"\ufeff{ID}\n{ID.upper()}\n".encode(), "ids.txt"),
+        (f"  {ID}\t\r\n\t{ID.upper()} \n".encode(), "ids.txt"),
+        (f"\ufeffid\n {ID}\n{ID.upper()}\t\n".encode(), "ids.csv"),
+    ],
+    ids=["byte-order-mark", "spaces-and-tabs", "csv-with-bom-and-spaces"],
+)
+def test_ids_are_stripped_of_a_byte_order_mark_and_surrounding_whitespace(
+    tmp_path: Path, content: bytes, name: str
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    assert flows.inputs.read_ids(tmp_path / name) == [ID, ID.upper()]
+
+
+@pytest.mark.parametrize("name", ["ids.txt", "ids.csv"])
+def test_an_ids_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path, name: str) -> None:
+    from flows.errors import ConfigurationError
+
+    (tmp_path / name).write_bytes(b"id\n" + ID.encode() + b"\n\xff\xfe caf\xe9\n")
+    with pytest.raises(ConfigurationError, match="not UTF-8"):
+        flows.inputs.read_ids(tmp_path / name)
