@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
+import logging
+import os
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
+from flows.cli.commands import build_parser, cmd_webhook
 from flows.decode import decode_records
 from flows.emulator.server import BackgroundServer
+from flows.errors import ConfigurationError
 from flows.inputs import plan_slices, read_slice
-from flows.webhook.receiver import WebhookApp, sign, signature_is_valid
+from flows.webhook import receiver as receiver_module
+from flows.webhook.asgi import Message, Scope
+from flows.webhook.receiver import DEFAULT_MAX_EVENT_BYTES, WebhookApp, sign, signature_is_valid
 from tests.conftest import PRIMOCK
 
 SECRET = "whsec-test-secret"
@@ -27,12 +38,12 @@ def event(n: int = 1) -> bytes:
 
 
 @pytest.fixture
-def receiver(tmp_path: Path):
+def receiver(tmp_path: Path) -> Iterator[BackgroundServer]:
     with BackgroundServer(WebhookApp(tmp_path / "landing", SECRET, clock=lambda: NOW)) as server:
         yield server
 
 
-def post(server: BackgroundServer, body: bytes, timestamp: str, signature: str) -> httpx.Response:
+def post(server: BackgroundServer, body: bytes | Iterator[bytes], timestamp: str, signature: str) -> httpx.Response:
     headers = {"x-nabla-webhook-timestamp": timestamp, "x-nabla-webhook-signature": signature}
     return httpx.post(f"{server.base_url}/webhooks/nabla", content=body, headers=headers, timeout=10)
 
@@ -70,7 +81,9 @@ def test_one_of_several_signatures_is_enough(receiver: BackgroundServer) -> None
     ],
     ids=["wrong_secret", "missing", "body_changed", "stale", "future", "not_a_time"],
 )
-def test_refused_with_401(receiver: BackgroundServer, timestamp: str, signature_of, code: str) -> None:
+def test_refused_with_401(
+    receiver: BackgroundServer, timestamp: str, signature_of: Callable[[str, bytes], str], code: str
+) -> None:
     response = post(receiver, event(), timestamp, signature_of(timestamp, event()))
     assert (response.status_code, response.json()["code"]) == (401, code)
     assert landed(receiver) == []
@@ -91,6 +104,7 @@ def test_a_replayed_event_lands_once(receiver: BackgroundServer) -> None:
         b'{"id": "e", "type": "other", "data": {}}',
         b'{"type": "transcribe_async.failed", "data": {}}',
     ],
+    ids=["not_json", "not_an_object", "other_type", "no_event_id"],
 )
 def test_a_malformed_but_signed_body_is_400(receiver: BackgroundServer, body: bytes) -> None:
     ts = NOW.isoformat()
@@ -102,3 +116,234 @@ def test_signature_comparison_is_exact() -> None:
     assert signature_is_valid(SECRET, "t", b"x", good)
     assert not signature_is_valid(SECRET, "t", b"x", good.upper())
     assert not signature_is_valid(SECRET, "t", b"x", good[:-1])
+
+
+# --- Refusals: body cap (413), unreadable events (400), failed writes (500, nothing left) -------------
+
+MARK = "PATIENT-SAID-SOMETHING-PRIVATE"
+DATA_ID = "c3ca0dc5-6b63-5852-9680-8ae0f6194e04"
+
+
+def envelope(data: bytes) -> bytes:
+    """A transcribe_async event around the raw JSON text `data`."""
+    head = b'{"id": "evt-raw", "created_at": "2026-11-23T12:00:00+00:00", "type": "transcribe_async.succeeded"'
+    return head + b', "data": ' + data + b"}"
+
+
+def data_with(extra: bytes) -> bytes:
+    """A minimal result object (UUID id, status, patient text) followed by `extra` members."""
+    return (
+        b'{"id": "' + DATA_ID.encode() + b'", "status": "succeeded", "text": "' + MARK.encode() + b'", ' + extra + b"}"
+    )
+
+
+def post_signed(server: BackgroundServer, body: bytes, *, chunked: bool = False) -> httpx.Response:
+    """POST a correctly signed `body`, in one piece with a Content-Length or in two chunks."""
+    ts = NOW.isoformat()
+    content = iter([body[:1000], body[1000:]]) if chunked else body
+    return post(server, content, ts, sign(SECRET, ts, body))
+
+
+@pytest.fixture
+def server_logs() -> Iterator[list[str]]:
+    """Every log line (with its traceback) of the server and the receiver while the test runs."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(logging.Formatter().format(record))
+
+    handler = Collect(level=logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "flows.webhook.receiver")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield lines
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+class Chunks:
+    """An ASGI receive handing out `count` chunks of `size` bytes, counting how many were pulled."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count, self.size, self.pulled = count, size, 0
+
+    async def __call__(self) -> Message:
+        self.pulled += 1
+        return {"type": "http.request", "body": b"x" * self.size, "more_body": self.pulled < self.count}
+
+
+def call_app(app: WebhookApp, headers: dict[str, str], receive: Chunks) -> tuple[int, dict[str, Any]]:
+    """Run one request through the ASGI app directly; the status and the JSON answer."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    pairs = [(k.encode(), v.encode()) for k, v in headers.items()]
+    scope: Scope = {"type": "http", "method": "POST", "path": "/webhooks/nabla", "headers": pairs}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+def test_a_declared_length_over_the_cap_is_413_before_reading(tmp_path: Path) -> None:
+    app = WebhookApp(tmp_path, SECRET, clock=lambda: NOW, max_body_bytes=1000)
+    receive = Chunks(count=5, size=400)
+    status, answer = call_app(app, {"content-length": "2000"}, receive)
+    assert (status, answer["code"], receive.pulled) == (413, "body_too_large", 0)
+
+
+def test_a_chunked_body_over_the_cap_is_413_after_at_most_cap_plus_one_chunk(tmp_path: Path) -> None:
+    app = WebhookApp(tmp_path, SECRET, clock=lambda: NOW, max_body_bytes=1000)
+    receive = Chunks(count=20, size=300)
+    status, answer = call_app(app, {"transfer-encoding": "chunked"}, receive)
+    assert (status, answer["code"]) == (413, "body_too_large")
+    assert receive.pulled * receive.size <= 1000 + receive.size
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+@pytest.mark.parametrize(("slack", "status"), [(0, 200), (-1, 413)], ids=["at_the_cap", "one_byte_over"])
+def test_the_cap_over_loopback(tmp_path: Path, chunked: bool, slack: int, status: int) -> None:
+    body = event()
+    app = WebhookApp(tmp_path / "landing", SECRET, clock=lambda: NOW, max_body_bytes=len(body) + slack)
+    with BackgroundServer(app) as server:
+        assert post_signed(server, body, chunked=chunked).status_code == status
+        assert len(landed(server)) == (1 if status == 200 else 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (envelope(data_with(b'"tree": ' + b"[" * 100_000 + b"]" * 100_000)), "event nested too deep"),
+        (envelope(data_with(b'"n": ' + b"7" * 5000)), "integer too long"),
+        (envelope(data_with(b'"n": [1, {"m": -' + b"7" * 5000 + b"}]")), "integer too long"),
+        (envelope(data_with(b'"t": "half an emoji \\ud83d"')), "broken unicode escape"),
+        (envelope(data_with(b'"t": "\\udc00 low half first"')), "broken unicode escape"),
+        (envelope(data_with(b'"t": "raw surrogate \xed\xa0\xbd"')), "not UTF-8 text"),
+        (envelope(data_with(b'"t": "latin-1 \xe9"')), "not UTF-8 text"),
+    ],
+    ids=[
+        "too_deep",
+        "integer_too_long",
+        "nested_integer_too_long",
+        "lone_high_surrogate",
+        "lone_low_surrogate",
+        "raw_surrogate_bytes",
+        "not_utf8",
+    ],
+)
+def test_an_unreadable_signed_event_is_400_with_a_reason_quoting_nothing(
+    receiver: BackgroundServer, server_logs: list[str], body: bytes, reason: str
+) -> None:
+    response = post_signed(receiver, body)
+    assert (response.status_code, response.json()) == (400, {"code": "malformed_event", "message": reason})
+    assert landed(receiver) == []
+    assert not any(MARK in line for line in server_logs)
+
+
+def test_a_valid_surrogate_pair_and_an_escaped_backslash_are_fine(receiver: BackgroundServer) -> None:
+    body = envelope(data_with(b'"t": "\\ud83d\\ude00 and \\\\ud83d as text"'))
+    assert post_signed(receiver, body).status_code == 200
+    stored = json.loads(landed(receiver)[0].read_bytes())
+    assert stored["data"]["t"] == "\U0001f600 and \\ud83d as text"
+
+
+def with_data(change: Callable[[dict[str, Any]], object]) -> bytes:
+    value = json.loads(event())
+    change(value["data"])
+    return json.dumps(value).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (with_data(lambda d: d.update(id="day1_consultation02")), "data.id is not a UUID"),
+        (with_data(lambda d: d.update(id=DATA_ID[:-1])), "data.id is not a UUID"),
+        (with_data(lambda d: d.pop("id")), "data.id is not a UUID"),
+        (with_data(lambda d: d.pop("status")), "data.status is not a string"),
+        (with_data(lambda d: d.update(status=1)), "data.status is not a string"),
+        (envelope(b"[]"), "data is not an object"),
+        (envelope(b'"' + MARK.encode() + b'"'), "data is not an object"),
+    ],
+    ids=[
+        "id_not_uuid",
+        "id_cut_short",
+        "id_missing",
+        "status_missing",
+        "status_not_string",
+        "data_list",
+        "data_string",
+    ],
+)
+def test_an_event_ingest_would_skip_is_400(receiver: BackgroundServer, body: bytes, reason: str) -> None:
+    response = post_signed(receiver, body)
+    assert (response.status_code, response.json()) == (400, {"code": "malformed_event", "message": reason})
+    assert landed(receiver) == []
+
+
+def test_an_upper_case_uuid_is_accepted(receiver: BackgroundServer) -> None:
+    body = with_data(lambda d: d.update(id=d["id"].upper()))
+    assert post_signed(receiver, body).status_code == 200
+
+
+def fail(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.EIO, "input/output error")
+
+
+@pytest.mark.parametrize("step", ["fsync", "replace"], ids=["fsync_fails", "rename_fails"])
+def test_a_failed_write_is_500_and_leaves_nothing(
+    receiver: BackgroundServer, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    monkeypatch.setattr(os, step, fail)
+    if step == "replace":
+        monkeypatch.setattr(Path, "replace", fail)
+    response = post_signed(receiver, event())
+    assert (response.status_code, response.json()["code"]) == (500, "landing_failed")
+    assert list(receiver.app.landing.iterdir()) == []
+    monkeypatch.undo()
+    assert post_signed(receiver, event()).json()["status"] == "landed"
+    assert [p.name for p in receiver.app.landing.iterdir()] == [p.name for p in landed(receiver)]
+
+
+def test_an_unexpected_error_is_500_and_its_message_is_not_logged(
+    receiver: BackgroundServer, server_logs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"could not handle {MARK}")
+
+    monkeypatch.setattr(receiver_module, "land_event", explode)
+    response = post_signed(receiver, event())
+    assert (response.status_code, response.json()["code"]) == (500, "internal_error")
+    assert MARK not in response.text
+    assert server_logs and not any(MARK in line for line in server_logs)
+
+
+def test_the_secret_is_not_in_the_apps_repr(tmp_path: Path) -> None:
+    assert SECRET not in repr(WebhookApp(tmp_path, SECRET))
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [([], DEFAULT_MAX_EVENT_BYTES), (["--max-body-mb", "2"], 2 * 1024 * 1024), (["--max-body-mb", "0.5"], 512 * 1024)],
+    ids=["default", "two", "half"],
+)
+def test_the_cli_passes_the_body_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: list[str], expected: int
+) -> None:
+    served: list[WebhookApp] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    monkeypatch.setenv("TALKTIME_TEST_WEBHOOK_SECRET", SECRET)
+    argv = ["webhook", "--landing", str(tmp_path), "--secret-env", "TALKTIME_TEST_WEBHOOK_SECRET", *option]
+    assert cmd_webhook(build_parser().parse_args(argv)) == 0
+    assert served[0].max_body_bytes == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_the_cli_refuses_a_cap_that_is_not_a_positive_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    monkeypatch.setenv("TALKTIME_TEST_WEBHOOK_SECRET", SECRET)
+    argv = ["webhook", "--landing", str(tmp_path), "--secret-env", "TALKTIME_TEST_WEBHOOK_SECRET"]
+    with pytest.raises(ConfigurationError, match="--max-body-mb"):
+        cmd_webhook(build_parser().parse_args([*argv, "--max-body-mb", value]))
