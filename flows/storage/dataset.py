@@ -46,7 +46,11 @@ class Dataset:
     def __init__(self, out: str) -> None:
         self.out = out
         self.store = Store(out)
-        self.ledger = load_ledger(self.store)
+
+    @functools.cached_property
+    def ledger(self) -> pl.DataFrame:
+        """The ledger, read on first use (after `recover`, which reloads it, when a run opens the dataset)."""
+        return load_ledger(self.store)
 
     def recover(self) -> int:
         """Finish or drop what a crashed run left (before any batch stages); batches finished."""

@@ -5,20 +5,35 @@ whether that status is final, and which batch's files hold its rows. A run skips
 re-polls `ongoing` and `error` ones, and turns ids pending longer than `expire_after` into
 `expired`. Rows are only (re)written when an id's status changes, so running the same manifest
 again changes nothing.
+
+The data files say which ids they hold (`transcriptions` has a row per id and batch, the path
+names the batch and its date): a missing ledger is rebuilt from them (`ledger_from_data`), and
+`flows.storage.verify` checks one against the other.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from flows.errors import StorageError
 from flows.outcomes import Outcome
+from flows.storage.commit import PARTITION
 from flows.storage.store import Store
-from transforms.schemas import UTC_TIMESTAMP
+from transforms.schemas import TABLES, UTC_TIMESTAMP
 
 LEDGER_PATH = "_talktime/ledger.parquet"
+UNREADABLE_LEDGER = (
+    f"ledger {LEDGER_PATH} is unreadable (truncated or corrupt): "
+    "run `talktime verify --out DIR --repair` to rebuild it from the data files"
+)
 FINAL_STATUSES = ("succeeded", "failed", "not_found", "expired")
 NEVER_SENT = "invalid_id"  # an error that no retry can change
 DEFAULT_EXPIRE_AFTER = timedelta(hours=24)
@@ -47,11 +62,115 @@ def is_final(outcome: Outcome) -> bool:
     return outcome.status in FINAL_STATUSES or outcome.error_code == NEVER_SENT
 
 
+# Where a row is: the batch and date its file's path names (null when the path does not follow the
+# layout), the file, and the row's position in it.
+LOCATION = pl.Schema({"batch_id": pl.String(), "fetched_date": pl.String(), "path": pl.String(), "row": pl.UInt32()})
+REBUILD_COLUMNS = ("transcription_id", "status", "error_code", "fetched_at")
+UNREADABLE = (pa.ArrowException, OSError, pl.exceptions.PolarsError)  # raised by parsing bytes in memory
+_BATCH = re.compile(r"/part-([^/]+)\.parquet$")
+_DATE = re.compile(rf"/{PARTITION}=([^/]+)/")
+log = logging.getLogger(__name__)
+
+
 def load_ledger(store: Store) -> pl.DataFrame:
-    """The ledger (empty when the output location is new)."""
-    if not store.exists(LEDGER_PATH):
-        return pl.DataFrame(schema=LEDGER_SCHEMA)
-    return pl.DataFrame(store.read_parquet(LEDGER_PATH)).cast(dict(LEDGER_SCHEMA))  # type: ignore[arg-type]
+    """The ledger; rebuilt from the data files when it is missing (empty when nothing was written).
+
+    StorageError when the stored ledger cannot be read, or is missing and a data file cannot be read.
+    """
+    if store.exists(LEDGER_PATH):
+        return read_ledger(store)
+    found = read_data_files(store, "transcriptions", REBUILD_COLUMNS)
+    if found.unreadable:
+        raise StorageError(
+            f"ledger {LEDGER_PATH} is missing and {len(found.unreadable)} data file(s) cannot be read "
+            f"(e.g. {found.unreadable[0]}): run `talktime verify --out DIR --repair`"
+        )
+    ledger = ledger_from_data(found.rows)
+    if found.files:
+        log.warning(
+            "ledger %s was missing: rebuilt from %d data files (%d ids)", LEDGER_PATH, found.files, ledger.height
+        )
+    return ledger
+
+
+def read_ledger(store: Store) -> pl.DataFrame:
+    """The stored ledger; StorageError (UNREADABLE_LEDGER) when it is not a ledger Parquet file."""
+    data = _read_bytes(store, LEDGER_PATH)
+    try:
+        stored = pl.DataFrame(pq.read_table(pa.BufferReader(data)))
+        return stored.select(LEDGER_SCHEMA.names()).cast(dict(LEDGER_SCHEMA))  # type: ignore[arg-type]
+    except UNREADABLE:
+        raise StorageError(UNREADABLE_LEDGER) from None
+
+
+def ledger_from_data(rows: pl.DataFrame) -> pl.DataFrame:
+    """The ledger that `transcriptions` rows (REBUILD_COLUMNS + batch_id, fetched_date) imply.
+
+    Each id's current rows are those of its newest batch (batch ids sort by creation time); rows
+    whose path names no batch are left out. What the data cannot say is approximated:
+    `first_seen_at` is the earliest `fetched_at` among the id's rows and `last_polled_at` that of
+    its current row (polls that changed nothing left no row, and replaced rows are deleted, so
+    both can be later than the truth: a pending id expires later, never earlier); `attempts` is
+    the number of batches holding a row of the id (a lower bound, usually 1).
+    """
+    located = rows.filter(pl.col("batch_id").is_not_null() & pl.col("fetched_date").is_not_null())
+    per_id = (
+        located.sort("transcription_id", "batch_id", "fetched_at", nulls_last=False)
+        .group_by("transcription_id")
+        .agg(
+            pl.col("status", "error_code", "fetched_at", "batch_id", "fetched_date").last(),
+            pl.col("fetched_at").min().alias("first_seen_at"),
+            pl.col("batch_id").n_unique().alias("attempts"),
+        )
+    )
+    ledger = per_id.with_columns(final_expr().alias("final"), pl.col("fetched_at").alias("last_polled_at"))
+    return ledger.select(LEDGER_SCHEMA.names()).cast(dict(LEDGER_SCHEMA)).sort("transcription_id")  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """Some columns of every readable data file of one table, each row with its LOCATION."""
+
+    rows: pl.DataFrame
+    files: int  # data files listed, readable or not
+    unreadable: tuple[str, ...]  # paths of files that are not Parquet files holding these columns
+
+
+def read_data_files(store: Store, table: str, columns: Sequence[str]) -> DataFiles:
+    """These columns of every data file of `table` (I/O errors raise StorageError)."""
+    paths = store.list(table, ".parquet")
+    frames, unreadable = [], []
+    for path in paths:
+        frame = _read_columns(store, path, table, columns)
+        if frame is None:
+            unreadable.append(path)
+            continue
+        batch, date = (match.group(1) if match else None for match in (_BATCH.search(path), _DATE.search(f"/{path}")))
+        where = {"batch_id": batch, "fetched_date": date, "path": path}
+        frames.append(frame.with_columns(pl.lit(v, pl.String).alias(k) for k, v in where.items()).with_row_index("row"))
+    schema = pl.Schema({**{c: TABLES[table][c] for c in columns}, **LOCATION})
+    rows = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    return DataFiles(rows.select(schema.names()), len(paths), tuple(unreadable))
+
+
+def _read_columns(store: Store, path: str, table: str, columns: Sequence[str]) -> pl.DataFrame | None:
+    """The file's columns cast to the table's types; None when its bytes are not such a Parquet file."""
+    data = _read_bytes(store, path)
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        if not set(columns) <= set(parquet.schema_arrow.names):
+            return None
+        return pl.DataFrame(parquet.read(columns=list(columns))).cast({c: TABLES[table][c] for c in columns})
+    except UNREADABLE:
+        return None
+
+
+def _read_bytes(store: Store, path: str) -> bytes:
+    """A whole file: what can go wrong while reading is the storage's fault, not the file's."""
+    try:
+        return store.read_bytes(path)
+    except OSError as exc:
+        raise StorageError(f"cannot read {path} from the output location: {exc}") from None
 
 
 @dataclass(frozen=True)
