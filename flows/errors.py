@@ -88,11 +88,17 @@ class WithheldError(Exception):
     """An unexpected error, named by its type and place only (its message may quote patient data)."""
 
 
+def raised_at(exc: BaseException) -> str:
+    """Where an exception was raised (`file:line in function`): safe to log, unlike its message."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "an unknown place"
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}"
+
+
 def withheld(exc: BaseException) -> WithheldError:
     """The error as a WithheldError: its type and the line that raised it, not its message."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    return WithheldError(f"{type(exc).__name__}{where} (message withheld: it may quote transcript text)")
+    return WithheldError(f"{type(exc).__name__} at {raised_at(exc)} (message withheld: it may quote transcript text)")
 
 
 @contextmanager

@@ -30,12 +30,12 @@ import hmac
 import logging
 import os
 import secrets
-import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flows.errors import raised_at
 from flows.jsontext import JsonError, has_lone_surrogate, loads, strict_json
 from flows.outcomes import is_uuid
 from flows.webhook.asgi import (
@@ -177,15 +177,6 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-def _place(exc: BaseException) -> str:
-    """Where an exception was raised (file:line in function): safe to log, unlike its message."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return "an unknown place"
-    frame = frames[-1]
-    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
-
-
 class WebhookApp:
     """The ASGI receiver. `clock` is injectable for tests; bodies over `max_body_bytes` get 413."""
 
@@ -221,7 +212,7 @@ class WebhookApp:
         try:
             await self._answer(scope, receive, tracked_send)
         except Exception as exc:  # the boundary: the server would log the message, which may quote the event
-            log.error("webhook: %s at %s while handling a delivery", type(exc).__name__, _place(exc))
+            log.error("webhook: %s at %s while handling a delivery", type(exc).__name__, raised_at(exc))
             if not started:
                 await send_json(send, 500, {"code": "internal_error", "message": "could not handle the event"})
 

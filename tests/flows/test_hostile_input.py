@@ -23,7 +23,8 @@ def record(body: str) -> RawRecord:
 
 
 def succeeded(*items: str, crid: str = '"c"') -> str:
-    return f'{{"id":"{ID}","client_request_id":{crid},"status":"succeeded","payload":{{"transcript":[{",".join(items)}]}}}}'
+    transcript = ",".join(items)
+    return f'{{"id":"{ID}","client_request_id":{crid},"status":"succeeded","payload":{{"transcript":[{transcript}]}}}}'
 
 
 def tables_of(body: str) -> dict[str, pl.DataFrame]:
@@ -174,7 +175,7 @@ def test_an_unexpected_error_in_a_batch_never_carries_its_message_into_logs_or_s
     monkeypatch.setattr(flows.batch, "build_tables", leak)
     caplog.set_level(logging.DEBUG)
     (tmp_path / "a.ndjson").write_text(succeeded('{"speaker":"doctor","start_time_ms":0,"end_time_ms":5}') + "\n")
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(Exception, match="message withheld") as raised:
         main(["ingest", "--input", str(tmp_path / "a.ndjson"), "--out", str(tmp_path / "out")])
 
     async def task_run_messages() -> list[str]:
