@@ -116,6 +116,10 @@ def decode_fast(records: Sequence[RawRecord], fetched_at: datetime) -> Decoded |
         return None
     envelopes = _best_per_id(envelopes)
     raw = _raw_items(envelopes)
+    try:
+        rejected = _rejected_json(raw, envelopes, records)
+    except JsonError:  # polars read deeper than Python can: let the Python path decide
+        return None
     responses = envelopes.select(
         pl.col("id").str.to_lowercase().alias("transcription_id"),
         pl.col("client_request_id"),
@@ -127,7 +131,7 @@ def decode_fast(records: Sequence[RawRecord], fetched_at: datetime) -> Decoded |
         .alias("api_version"),
         pl.lit(fetched_at).cast(RESPONSES["fetched_at"]).alias("fetched_at"),
     )
-    return Decoded(responses.cast(dict(RESPONSES)), raw, _rejected_json(raw, envelopes, records))  # type: ignore[arg-type]
+    return Decoded(responses.cast(dict(RESPONSES)), raw, rejected)  # type: ignore[arg-type]
 
 
 def _envelopes(frame: pl.DataFrame) -> pl.DataFrame | None:

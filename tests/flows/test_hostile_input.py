@@ -189,3 +189,18 @@ def test_an_unexpected_error_in_a_batch_never_carries_its_message_into_logs_or_s
     )
     assert "UnicodeEncodeError" in everything  # the failure is reported, by its type
     assert SECRET_TEXT not in everything
+
+
+@pytest.mark.parametrize("depth", [500, 990, 3000])
+def test_a_deep_value_inside_a_rejected_item_never_crashes_the_batch(depth: int) -> None:
+    deep = "[" * depth + "]" * depth
+    bad = f'{{"speaker":"nurse","start_time_ms":0,"end_time_ms":5,"x":{deep}}}'
+    body = succeeded(bad, '{"speaker":"doctor","start_time_ms":0,"end_time_ms":5}')
+    decoded, skipped = decode_records([record(body), record(succeeded().replace(ID, ID[:-2] + "99"))], NOW)
+    tables = build_tables(decoded)
+    if skipped:  # too deep for Python's parser here: the record is named, the other one kept
+        assert skipped == ["in.ndjson:1: JSON nested too deep to read"]
+        assert tables["transcriptions"]["transcription_id"].to_list() == [ID[:-2] + "99"]
+    else:
+        assert tables["rejected_items"]["reason"].to_list() == ["unknown_speaker"]
+        assert tables["transcript_items"].height == 1
