@@ -19,6 +19,7 @@ import httpx
 from flows import jsontext
 from flows.api.auth import Auth
 from flows.api.ratelimit import RateLimiter
+from flows.api.reply import Reply, exchange
 from flows.api.retry import RetryPolicy, Sleep, parse_retry_after
 from flows.errors import (
     ApiUnavailableError,
@@ -29,7 +30,13 @@ from flows.errors import (
     TransientApiError,
 )
 from flows.outcomes import EnvelopeError, Outcome, is_uuid, outcome_from_response, unique_ids
-from flows.settings import DEFAULT_API_VERSION, DEFAULT_CONCURRENCY, DEFAULT_DOWN_AFTER_S
+from flows.settings import (
+    DEFAULT_API_VERSION,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DOWN_AFTER_S,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE_S,
+)
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 NOT_FOUND_CONFIRM_S = 1.0
@@ -69,6 +76,8 @@ class ClientOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     rate_limit_per_s: float | None = None
     down_after_s: float = DEFAULT_DOWN_AFTER_S
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -152,7 +161,7 @@ class TranscriptionClient:
         try:
             response = await self._send(tid)
             if response.status_code == 401 and self._auth.renewable:
-                await self._auth.renew(self._http, response.request.headers["Authorization"])
+                await self._auth.renew(self._http, response.authorization)
                 response = await self._send(tid)
             outcome = self._interpret(tid, response)
         except MalformedResponseError:
@@ -164,7 +173,7 @@ class TranscriptionClient:
         self._failing_since = None
         return outcome
 
-    async def _send(self, tid: str) -> httpx.Response:
+    async def _send(self, tid: str) -> Reply:
         url = f"{self._options.api_url.rstrip('/')}/transcribe-async/{tid}"
         async with self._slots:
             await self._limiter.acquire()
@@ -175,16 +184,12 @@ class TranscriptionClient:
             }
             pool = self._pools[self.requests_sent % len(self._pools)]
             self.requests_sent += 1
-            try:
-                response = await pool.get(url, headers=headers)
-                await response.aread()
-            except httpx.TimeoutException as exc:
-                raise TransientApiError(f"timeout ({type(exc).__name__})") from None
-            except httpx.TransportError as exc:
-                raise TransientApiError(f"transport error ({type(exc).__name__})") from None
-        return response
+            options = self._options
+            return await exchange(
+                pool, url, headers, max_bytes=options.max_response_bytes, deadline_s=options.request_deadline_s
+            )
 
-    def _interpret(self, tid: str, response: httpx.Response) -> Outcome:
+    def _interpret(self, tid: str, response: Reply) -> Outcome:
         status = response.status_code
         code = _error_code(response)
         if status == 200:
@@ -209,7 +214,7 @@ class TranscriptionClient:
             raise TransientApiError(f"HTTP {status}", status_code=status, code=code, retry_after=retry_after)
         raise PermanentApiError(f"HTTP {status}", status_code=status, code=code or f"http_{status}")
 
-    def _decode(self, tid: str, response: httpx.Response) -> Outcome:
+    def _decode(self, tid: str, response: Reply) -> Outcome:
         try:
             body = jsontext.loads(response.content)
         except jsontext.JsonError as exc:
@@ -232,7 +237,7 @@ async def _cancel(tasks: Sequence[asyncio.Future[Outcome]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _error_code(response: httpx.Response) -> str | None:
+def _error_code(response: Reply) -> str | None:
     """The `code` field of a JSON error body when it is a string or an integer (finer than the status)."""
     if response.status_code == 200 or not response.content:
         return None

@@ -10,6 +10,7 @@ cannot rebuild: it asks this module for its process's fetcher).
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -22,9 +23,23 @@ from flows.api.retry import RetryPolicy
 from flows.errors import ApiUnavailableError
 from flows.outcomes import Outcome
 from flows.secrets import auth_for
-from flows.settings import RunSettings
+from flows.settings import MIB, RunSettings
 
 T = TypeVar("T")
+
+
+def client_options(settings: RunSettings) -> ClientOptions:
+    """The API client's tunables from a run's settings."""
+    return ClientOptions(
+        api_url=settings.api_url,
+        api_version=settings.api_version,
+        concurrency=settings.concurrency,
+        rate_limit_per_s=settings.rate_limit,
+        down_after_s=settings.down_after_s,
+        max_response_bytes=max(1, int(min(settings.max_response_mb * MIB, sys.maxsize))),
+        request_deadline_s=settings.request_deadline_s,
+        retry=RetryPolicy(max_attempts=settings.max_attempts),
+    )
 
 
 class Fetcher:
@@ -40,15 +55,7 @@ class Fetcher:
     async def _open(self, settings: RunSettings) -> TranscriptionClient:
         auth: Auth = await auth_for(settings)
         self._http = make_http_clients(concurrency=settings.concurrency)
-        options = ClientOptions(
-            api_url=settings.api_url,
-            api_version=settings.api_version,
-            concurrency=settings.concurrency,
-            rate_limit_per_s=settings.rate_limit,
-            down_after_s=settings.down_after_s,
-            retry=RetryPolicy(max_attempts=settings.max_attempts),
-        )
-        return TranscriptionClient(self._http, options, auth)
+        return TranscriptionClient(self._http, client_options(settings), auth)
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()

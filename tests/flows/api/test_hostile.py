@@ -1,4 +1,4 @@
-"""Hostile responses: bodies that break a naive reader, odd headers, huge and dripping bodies.
+"""Hostile responses: bodies that break a naive reader, and odd Retry-After headers.
 
 Each must end as one outcome for its id (or be ignored), never abort the run, and never put
 body content into a message.
