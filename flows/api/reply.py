@@ -65,9 +65,9 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
     """The decoded body (`aiter_bytes` decompresses as it goes), or None as soon as it exceeds `cap`."""
     body = bytearray()
     async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > cap:
+        if len(body) + len(chunk) > cap:  # checked first: one decoded read can be ~1000x its 64 KiB
             return None  # the caller's `stream` context closes the response and its connection
+        body += chunk
     return bytes(body)
 
 
