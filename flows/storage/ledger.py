@@ -95,12 +95,19 @@ def load_ledger(store: Store) -> pl.DataFrame:
 
 def read_ledger(store: Store) -> pl.DataFrame:
     """The stored ledger; StorageError (UNREADABLE_LEDGER) when it is not a ledger Parquet file."""
-    data = _read_bytes(store, LEDGER_PATH)
+    ledger = parse_ledger(read_stored(store, LEDGER_PATH))
+    if ledger is None:
+        raise StorageError(UNREADABLE_LEDGER)
+    return ledger
+
+
+def parse_ledger(data: bytes) -> pl.DataFrame | None:
+    """The ledger in these bytes; None when they are not a Parquet file with the ledger's columns."""
     try:
         stored = pl.DataFrame(pq.read_table(pa.BufferReader(data)))
         return stored.select(LEDGER_SCHEMA.names()).cast(dict(LEDGER_SCHEMA))  # type: ignore[arg-type]
     except UNREADABLE:
-        raise StorageError(UNREADABLE_LEDGER) from None
+        return None
 
 
 def ledger_from_data(rows: pl.DataFrame) -> pl.DataFrame:
@@ -145,7 +152,7 @@ def read_data_files(store: Store, table: str, columns: Sequence[str]) -> DataFil
         if frame is None:
             unreadable.append(path)
             continue
-        batch, date = (match.group(1) if match else None for match in (_BATCH.search(path), _DATE.search(f"/{path}")))
+        batch, date = file_location(path)
         where = {"batch_id": batch, "fetched_date": date, "path": path}
         frames.append(frame.with_columns(pl.lit(v, pl.String).alias(k) for k, v in where.items()).with_row_index("row"))
     schema = pl.Schema({**{c: TABLES[table][c] for c in columns}, **LOCATION})
@@ -153,9 +160,15 @@ def read_data_files(store: Store, table: str, columns: Sequence[str]) -> DataFil
     return DataFiles(rows.select(schema.names()), len(paths), tuple(unreadable))
 
 
+def file_location(path: str) -> tuple[str | None, str | None]:
+    """(batch_id, fetched_date) that a data file's path names (None where it does not follow the layout)."""
+    batch, date = _BATCH.search(path), _DATE.search(f"/{path}")
+    return (batch.group(1) if batch else None), (date.group(1) if date else None)
+
+
 def _read_columns(store: Store, path: str, table: str, columns: Sequence[str]) -> pl.DataFrame | None:
     """The file's columns cast to the table's types; None when its bytes are not such a Parquet file."""
-    data = _read_bytes(store, path)
+    data = read_stored(store, path)
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
         if not set(columns) <= set(parquet.schema_arrow.names):
@@ -165,8 +178,8 @@ def _read_columns(store: Store, path: str, table: str, columns: Sequence[str]) -
         return None
 
 
-def _read_bytes(store: Store, path: str) -> bytes:
-    """A whole file: what can go wrong while reading is the storage's fault, not the file's."""
+def read_stored(store: Store, path: str) -> bytes:
+    """A whole file (StorageError when the storage fails: a file's content is judged once in memory)."""
     try:
         return store.read_bytes(path)
     except OSError as exc:
