@@ -4,9 +4,11 @@
     ├── ConfigurationError          bad options or inputs the run cannot start with
     ├── StorageError                an output location that cannot be written
     └── ApiError
-        ├── TransientApiError       429, 5xx, timeouts, resets, truncated/non-JSON bodies: retried
-        │   └── MalformedResponseError
-        ├── PermanentApiError       other 4xx for one id: becomes an `error` row
+        ├── TransientApiError       429, 5xx, timeouts, resets, the request deadline: retried
+        │   └── MalformedResponseError  a 200 whose body cannot be read: retried, but a sign of
+        │                               a bad answer, not of an API down (no outage timer)
+        ├── PermanentApiError       other 4xx, an id mismatch, a body over the size cap
+        │                           (`response_too_large`): an `error` row, not retried
         ├── AuthenticationError     401 after one renewal: the run stops
         ├── AuthorizationError      403: the run stops
         └── ApiUnavailableError     the API kept failing for too long: the run stops early
