@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+import polars as pl
+from tenacity import Retrying, retry_if_exception_type, retry_if_not_exception_type, stop_after_attempt, wait_fixed
 
 from flows.api.service import close_fetchers
 from flows.batch import BatchSpec, StagedBatch, stage_outcomes
@@ -25,6 +26,7 @@ from flows.secrets import check_credentials, export_storage_credentials
 from flows.settings import IngestSettings, RunSettings
 from flows.storage.commit import new_batch_id
 from flows.storage.dataset import Dataset
+from flows.storage.lease import LeaseError
 from flows.storage.ledger import plan_run
 from flows.summary import RunSummary
 
@@ -34,16 +36,24 @@ COMMIT_RETRY_WAIT_S = 2.0
 
 
 class Run:
-    """One run over one output: the dataset, the ledger snapshot its batches read, its batches."""
+    """One run over one output: the writer's lease, the dataset, the ledger snapshot its batches
+    read, its batches. `close()` (in a `finally`) releases the lease."""
 
     def __init__(self, out: str, log: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         self.log = log
-        self.dataset = Dataset(out)
-        recovered = self.dataset.recover()
-        if recovered:
-            log.warning("recovered %d batch(es) committed by an interrupted run", recovered)
         self.run_id = new_batch_id()
-        self.snapshot = self.dataset.write_snapshot(self.run_id)
+        self.dataset = Dataset(out)
+        stale = self.dataset.acquire_lease(run_name(log, self.run_id))  # LeaseHeldError: another writer is live
+        if stale is not None:
+            log.warning("took over the lease of a writer that is gone or expired (%s)", stale.describe())
+        try:
+            recovered = self.dataset.recover()
+            if recovered:
+                log.warning("recovered %d batch(es) committed by an interrupted run", recovered)
+            self.snapshot = self.dataset.write_snapshot(self.run_id)
+        except BaseException:
+            self.dataset.release_lease()
+            raise
         self.batch_ids: set[str] = set()
         self.count = 0
 
@@ -57,12 +67,12 @@ class Run:
     def commit(self, staged: StagedBatch, summary: RunSummary) -> None:
         """Commit one staged batch (the single writer; a storage error is retried) and account for it."""
         retrying = Retrying(
-            retry=retry_if_exception_type(StorageError),
+            retry=retry_if_exception_type(StorageError) & retry_if_not_exception_type(LeaseError),
             stop=stop_after_attempt(COMMIT_ATTEMPTS),
             wait=wait_fixed(COMMIT_RETRY_WAIT_S),
             reraise=True,
         )
-        polled = retrying(self.dataset.commit, staged.files, staged.polled, run_batches=frozenset(self.batch_ids))
+        polled = retrying(self._commit_once, staged)
         summary.add(polled, staged.files.rows, staged.talk)
         summary.skipped += staged.skipped
         summary.already_final += staged.already_final
@@ -71,8 +81,25 @@ class Run:
             "batch %d committed: %d ids, %d requests, %d rows", staged.number, polled.height, staged.requests, rows
         )
 
+    def _commit_once(self, staged: StagedBatch) -> pl.DataFrame:
+        self.dataset.renew_lease()  # a writer that lost its lease commits nothing more
+        return self.dataset.commit(staged.files, staged.polled, run_batches=frozenset(self.batch_ids))
+
     def close(self) -> None:
-        self.dataset.drop_snapshot(self.run_id)
+        """Drop this run's ledger snapshot and release the lease (also after a failure)."""
+        try:
+            self.dataset.drop_snapshot(self.run_id)
+        finally:
+            self.dataset.release_lease()
+
+
+def run_name(log: logging.Logger | logging.LoggerAdapter[Any], run_id: str) -> str:
+    """The lease owner's run: the Prefect flow run's name when `log` is its logger, else the run id."""
+    extra = getattr(log, "extra", None) or {}
+    if not extra.get("flow_run_name"):
+        return f"run {run_id}"
+    name = f"{extra.get('flow_name', 'talktime')}/{extra['flow_run_name']}"
+    return f"{name} of deployment {extra['deployment_name']}" if extra.get("deployment_name") else name
 
 
 def _chunks(values: list[str], size: int) -> Iterator[tuple[str, ...]]:
@@ -86,9 +113,9 @@ def poll(settings: RunSettings, submit: Submit, log: Any) -> RunSummary:
     asyncio.run(export_storage_credentials(settings.out, settings.storage_secret_prefix))
     asyncio.run(check_credentials(settings))
     run = Run(settings.out, log)
-    plan = plan_run(run.dataset.ledger, ids, datetime.now(UTC), timedelta(seconds=settings.expire_after_s))
-    summary = RunSummary(already_final=plan.already_final)
     try:
+        plan = plan_run(run.dataset.ledger, ids, datetime.now(UTC), timedelta(seconds=settings.expire_after_s))
+        summary = RunSummary(already_final=plan.already_final)
         if plan.expired:
             run.commit(stage_outcomes(settings.out, run.spec(), plan.expired), summary)
         specs = (run.spec(ids=chunk) for chunk in _chunks(plan.to_fetch, settings.batch_size))

@@ -24,7 +24,10 @@ from flows.storage.store import Store
 from flows.summary import RunSummary
 
 CRASH_ENV = "TALKTIME_CRASH_AFTER_OPS"
-MUTATING = ("write_bytes", "move", "delete", "delete_dir")
+MUTATING = (
+    *("write_bytes", "move", "place", "delete", "delete_many", "delete_dir"),
+    *("create_if_absent", "replace_if_match", "delete_if_match"),  # the writer's lease
+)
 _ops = 0
 _lock = threading.Lock()
 

@@ -1,7 +1,12 @@
 """The four Parquet datasets and their commit protocol.
 
 Layout: `{out}/{table}/fetched_date=YYYY-MM-DD/part-{batch_id}.parquet` (Hive-style), plus
-`{out}/_talktime/` for the ledger, staging and commit records (never matched by table globs).
+`{out}/_talktime/` for the ledger, staging, commit records and the writer's lease (never matched
+by table globs).
+
+One writer per output location: every command that writes holds the lease
+(`flows.storage.lease`) from before its recovery to its end, and checks it still holds it right
+before each commit record.
 
 Commit protocol for one batch (local disk or object storage):
 1. Stage: a batch task writes the batch's four files under `_talktime/staging/{batch}/`
@@ -10,13 +15,22 @@ Commit protocol for one batch (local disk or object storage):
    the new ledger (`Transaction`; batches are committed one at a time, in order).
 2. Commit: write `_talktime/commits/{batch}.json` listing every move and delete. Writing this
    one small file is the commit point: before it the batch does not exist, after it, it does.
-3. Apply: move staged files into place (new data first, then the ledger, then the rewritten
-   older files), delete emptied files, then delete the commit record and the staging folder.
-   The ledger says which batch's rows are current for each id, and it switches in one atomic
-   step between "new rows added" and "old rows removed": `flows.storage.reader.read_table` reads
-   through it and so always sees a whole commit, even while one is being applied.
-4. Recover (start of every run): apply every commit record left by a crash (each step is
-   idempotent: a move whose source is gone was done), then drop staging left without a record.
+3. Apply: put staged files in place (new data first, then the ledger, then the rewritten older
+   files), delete the files they replace, then delete the commit record and the staging folder.
+   Between the first file placed and the last one deleted a plain glob can see an id's old and
+   new rows, so that window holds nothing else: which staged files exist is listed once before
+   it, a placement is one rename (disk) or one server-side copy (object store: the staged
+   source goes with the staging folder, after the window), and the deletes follow at once (on
+   S3 in one request per 1,000 files). The ledger says which batch's rows are current for each
+   id, and it switches in one atomic step between "new rows added" and "old rows removed":
+   `flows.storage.reader.read_table` reads through it and so always sees a whole commit, even
+   while one is being applied, or after a crash in the middle of one. That is also why the
+   window cannot shrink to "one table's new file, then its old files": the ledger, one file for
+   all four tables, must switch after every new file and before every old file goes.
+4. Recover (start of every command that writes, under the lease, so that what it finds was left
+   by a dead writer): apply every commit record left by a crash (each step is idempotent: a
+   move whose source is gone was done; a copy redone gives the same object), then drop staging
+   left without a record.
 Data files are whole-object writes (temporary name + fsync + rename on disk, a single PUT on
 object storage), so a reader never sees a half-written file.
 """
@@ -34,6 +48,7 @@ import pyarrow as pa
 
 from flows import __version__
 from flows.errors import StorageError
+from flows.storage.lease import Lease
 from flows.storage.store import Store
 from transforms.schemas import SCHEMA_VERSION, SORT_KEYS, TABLES
 
@@ -154,18 +169,24 @@ class Transaction:
 
 
 def apply_commit(store: Store, record: CommitRecord) -> None:
-    """Carry out a committed batch; safe to repeat after a crash at any point."""
+    """Carry out a committed batch; safe to repeat after a crash at any point (see step 3 above)."""
+    staging = staging_dir(record.batch_id)
+    staged = set(store.list(staging))  # one listing before the window instead of a check per move
     for src, dst in record.moves:
-        if store.exists(src):
-            store.move(src, dst)
-    for path in record.deletes:
-        store.delete(path)
+        if src in staged:
+            store.place(src, dst)
+    store.delete_many(record.deletes)
     store.delete(f"{INTERNAL}/commits/{record.batch_id}.json")
-    store.delete_dir(f"{INTERNAL}/staging/{record.batch_id}")
+    store.delete_dir(staging)
 
 
-def recover(store: Store) -> int:
-    """Finish batches committed before a crash, drop uncommitted staging; returns batches finished."""
+def recover(store: Store, lease: Lease) -> int:
+    """Finish batches committed before a crash, drop uncommitted staging; returns batches finished.
+
+    Only while holding the lease (checked and renewed first: LeaseLostError otherwise): then no
+    live writer has a batch in flight, and everything in staging was left by a dead one.
+    """
+    lease.renew()
     records = store.list(f"{INTERNAL}/commits", ".json")
     for path in records:
         apply_commit(store, CommitRecord.from_json(store.read_bytes(path)))

@@ -3,6 +3,12 @@
 It commits through the same `Transaction` as a batch (stage, commit record, apply), so a crash at any
 point leaves the datasets as they were or as compacted, never half of each. The ledger's
 pointers (which batch holds an id's rows) move to the merged files in the same commit.
+
+Like `run` and `ingest` it is a writer: it takes the output's lease first (`LeaseHeldError` while
+another writer holds it), recovers what a crashed writer left before anything else, renews the
+lease before each partition's commit, and releases it at the end. A plain glob can see a
+partition's rows twice from the moment its first merged file lands until its last small file is
+deleted (see `flows.storage.commit`, step 3); `read_table` never does.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import re
 import polars as pl
 
 from flows.storage.commit import PARQUET_OPTIONS, PARTITION, Transaction, data_path, new_batch_id, recover, to_arrow
+from flows.storage.lease import Lease
 from flows.storage.ledger import LEDGER_PATH, load_ledger
 from flows.storage.store import Store
 from transforms.schemas import TABLES
@@ -30,7 +37,8 @@ def partitions(store: Store) -> dict[str, dict[str, list[str]]]:
     return found
 
 
-def _compact_partition(store: Store, date: str, files: dict[str, list[str]], ledger: pl.DataFrame) -> pl.DataFrame:
+def _compact_partition(lease: Lease, date: str, files: dict[str, list[str]], ledger: pl.DataFrame) -> pl.DataFrame:
+    store = lease.store
     transaction = Transaction(store, new_batch_id())
     batch_id = transaction.record.batch_id
     for table, paths in files.items():
@@ -43,19 +51,21 @@ def _compact_partition(store: Store, date: str, files: dict[str, list[str]], led
     moved = pl.col("fetched_date") == date
     ledger = ledger.with_columns(pl.when(moved).then(pl.lit(batch_id)).otherwise(pl.col("batch_id")).alias("batch_id"))
     transaction.stage("ledger.parquet", ledger.to_arrow(), LEDGER_PATH, compression="zstd")
+    lease.renew()  # still the one writer, right before the commit record
     transaction.commit()
     return ledger
 
 
-def compact(out: str) -> tuple[int, int]:
+def compact(out: str, *, run: str = "talktime compact") -> tuple[int, int]:
     """Merge every partition that has more than one file in a table; (files before, files after)."""
     store = Store(out)
-    recover(store)
-    ledger = load_ledger(store)
-    found = partitions(store)
-    before = sum(len(paths) for tables in found.values() for paths in tables.values())
-    for date, files in sorted(found.items()):
-        if any(len(paths) > 1 for paths in files.values()):
-            ledger = _compact_partition(store, date, files, ledger)
-    after = sum(len(paths) for tables in partitions(store).values() for paths in tables.values())
+    with Lease(store, run) as lease:
+        recover(store, lease)
+        ledger = load_ledger(store)
+        found = partitions(store)
+        before = sum(len(paths) for tables in found.values() for paths in tables.values())
+        for date, files in sorted(found.items()):
+            if any(len(paths) > 1 for paths in files.values()):
+                ledger = _compact_partition(lease, date, files, ledger)
+        after = sum(len(paths) for tables in partitions(store).values() for paths in tables.values())
     return before, after

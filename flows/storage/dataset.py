@@ -23,6 +23,7 @@ from flows.storage.commit import (
     staging_dir,
     to_arrow,
 )
+from flows.storage.lease import Lease, LeaseLostError, LeaseRecord
 from flows.storage.ledger import LEDGER_PATH, load_ledger, superseded, updated_ledger
 from flows.storage.store import Store
 from transforms.schemas import TABLES
@@ -41,7 +42,9 @@ class StagedFiles:
 
 
 class Dataset:
-    """The four tables and the ledger under `out`; the only writer of both."""
+    """The four tables and the ledger under `out`; the only writer of both, once it holds the lease."""
+
+    lease: Lease | None = None  # set by acquire_lease
 
     def __init__(self, out: str) -> None:
         self.out = out
@@ -52,9 +55,31 @@ class Dataset:
         """The ledger, read on first use (after `recover`, which reloads it, when a run opens the dataset)."""
         return load_ledger(self.store)
 
+    def acquire_lease(self, run: str) -> LeaseRecord | None:
+        """Become the output's one writer (LeaseHeldError if another live writer is) and keep the
+        lease renewed in the background; the stale lease of a dead or expired writer taken over, if any."""
+        lease = Lease(self.store, run)
+        stale = lease.acquire()
+        lease.keep_alive()
+        self.lease = lease
+        return stale
+
+    def renew_lease(self) -> None:
+        """Check, right before a commit, that this is still the one writer (LeaseLostError if not)."""
+        if self.lease is None:
+            raise LeaseLostError(f"{self.store.location}: this dataset was opened without the writer's lease")
+        self.lease.renew()
+
+    def release_lease(self) -> None:
+        """Give the lease up (if still held: never another writer's)."""
+        if self.lease is not None:
+            self.lease.release()
+
     def recover(self) -> int:
-        """Finish or drop what a crashed run left (before any batch stages); batches finished."""
-        finished = recover(self.store)
+        """Finish or drop what a crashed run left (under the lease, before any batch stages); batches finished."""
+        if self.lease is None:
+            raise LeaseLostError(f"{self.store.location}: recovery needs the writer's lease")
+        finished = recover(self.store, self.lease)
         self.store.delete_dir(f"{INTERNAL}/runs")
         self.ledger = load_ledger(self.store)
         return finished

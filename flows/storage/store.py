@@ -4,21 +4,36 @@ What the commit protocol needs from storage: whole-object writes that readers ne
 done, moves, deletes, listings. On local disk a write goes to a temporary name, is fsynced and
 renamed (atomic); on object storage a PUT is atomic by itself and a move is copy + delete, which
 the protocol only ever performs on already-committed, idempotent steps.
+
+What the writer's lease (`flows.storage.lease`) needs: conditional writes, each compared against
+a tag of the object's current content. On S3 they are requests with `If-None-Match: *` and
+`If-Match: <etag>` (boto3: pyarrow.fs cannot send them), with the credentials, region and
+endpoint pyarrow's S3 uses. On local disk a create is `link()` of a fully written temporary
+file (fails if the name exists: atomic, and never a half-written lease), and compare-and-swap
+runs under an exclusive `flock` of a sibling lock file (see `flows.storage.lease`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import io
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from flows.errors import StorageError
+
+if TYPE_CHECKING:
+    from flows.storage.s3 import S3Conditional
 
 
 class Store:
@@ -36,6 +51,14 @@ class Store:
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
+    @property
+    def location(self) -> str:
+        """The output location as people write it, without credentials or query options."""
+        if self.local or "://" not in self.url:
+            return self.url
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname or ''}{parts.path}".rstrip("/")
+
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
 
@@ -46,13 +69,7 @@ class Store:
             with self.fs.open_output_stream(target) as out:
                 out.write(data)
             return
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(target).with_name(f".{Path(target).name}.{uuid.uuid4().hex[:8]}.tmp")
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(target)
+        _written_aside(Path(target), data).replace(target)
         _fsync_dir(Path(target).parent)
 
     def write_parquet(self, relative: str, table: pa.Table, **options: object) -> None:
@@ -76,17 +93,33 @@ class Store:
     def move(self, src: str, dst: str) -> None:
         """Move a file, replacing `dst` (atomic on local disk; copy then delete on object stores)."""
         if self.local:
-            Path(self.path(dst)).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.path(src), self.path(dst))
-            _fsync_dir(Path(self.path(dst)).parent)
+            _rename(Path(self.path(src)), Path(self.path(dst)))
         else:
             self.fs.copy_file(self.path(src), self.path(dst))
             self.fs.delete_file(self.path(src))
+
+    def place(self, src: str, dst: str) -> None:
+        """Put `src`'s content at `dst` in one step: a rename on disk, a server-side copy on an object
+        store (there the source stays until its staging folder is dropped: deleting it is one more
+        request that nothing needs done yet)."""
+        if self.local:
+            _rename(Path(self.path(src)), Path(self.path(dst)))
+        else:
+            self.fs.copy_file(self.path(src), self.path(dst))
 
     def delete(self, relative: str) -> None:
         """Delete a file if it exists."""
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path(relative))
+
+    def delete_many(self, relatives: list[str]) -> None:
+        """Delete these files (those that exist) back to back: on S3, one request per 1,000."""
+        if relatives and self.fs.type_name == "s3":
+            self.s3.delete_many(relatives)
+            return
+        for relative in relatives:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.delete_file(self.path(relative))
 
     def delete_dir(self, relative: str) -> None:
         """Delete a folder and everything below it, if it exists."""
@@ -99,6 +132,132 @@ class Store:
         infos = self.fs.get_file_info(selector)
         found = [i.path[len(self.root) + 1 :] for i in infos if i.type == pafs.FileType.File]
         return sorted(p for p in found if p.endswith(suffix) and not Path(p).name.startswith("."))
+
+    # Conditional writes (the lease). A tag names one version of an object's content.
+
+    @functools.cached_property
+    def s3(self) -> S3Conditional:
+        """Requests pyarrow.fs cannot send, to this S3 location (boto3, imported on first use)."""
+        from flows.storage.s3 import S3Conditional
+
+        return S3Conditional(self.url, self.root, self.fs.region, self.location)
+
+    @functools.cached_property
+    def conditional(self) -> ConditionalWrites:
+        """Conditional writes on this store (StorageError where the filesystem has none)."""
+        if self.local:
+            return LocalConditional(self.root)
+        if self.fs.type_name == "s3":
+            return self.s3
+        raise StorageError(
+            f"{self.location}: this filesystem has no conditional writes, so talktime cannot make sure "
+            "that only one writer uses it; write to local disk or S3"
+        )
+
+    def create_if_absent(self, relative: str, data: bytes) -> str | None:
+        """Write a whole file only if none is there (atomic); its tag, or None if one is there."""
+        return self.conditional.create(relative, data)
+
+    def read_tagged(self, relative: str) -> tuple[bytes, str] | None:
+        """A file's content and tag (None if there is none)."""
+        return self.conditional.read(relative)
+
+    def replace_if_match(self, relative: str, data: bytes, tag: str) -> str | None:
+        """Replace a file only if its content is still the version `tag` names; the new tag, or None."""
+        return self.conditional.replace(relative, data, tag)
+
+    def delete_if_match(self, relative: str, tag: str) -> bool:
+        """Delete a file only if its content is still the version `tag` names; whether it was deleted."""
+        return self.conditional.delete(relative, tag)
+
+
+class ConditionalWrites(Protocol):
+    def create(self, relative: str, data: bytes) -> str | None: ...
+    def read(self, relative: str) -> tuple[bytes, str] | None: ...
+    def replace(self, relative: str, data: bytes, tag: str) -> str | None: ...
+    def delete(self, relative: str, tag: str) -> bool: ...
+
+
+class LocalConditional:
+    """Conditional writes on local disk: `link()` to create, compare-and-swap under `flock`."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+
+    def create(self, relative: str, data: bytes) -> str | None:
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        aside = _written_aside(target, data)
+        try:
+            os.link(aside, target)  # fails if `target` exists; readers see all of `data` or nothing
+        except FileExistsError:
+            return None
+        finally:
+            aside.unlink()
+        _fsync_dir(target.parent)
+        return _tag(data)
+
+    def read(self, relative: str) -> tuple[bytes, str] | None:
+        try:
+            data = (self.root / relative).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, _tag(data)
+
+    def replace(self, relative: str, data: bytes, tag: str) -> str | None:
+        target = self.root / relative
+        with self._locked(target):
+            current = self.read(relative)
+            if current is None or current[1] != tag:
+                return None
+            _written_aside(target, data).replace(target)
+            _fsync_dir(target.parent)
+            return _tag(data)
+
+    def delete(self, relative: str, tag: str) -> bool:
+        target = self.root / relative
+        with self._locked(target):
+            current = self.read(relative)
+            if current is None or current[1] != tag:
+                return False
+            target.unlink()
+            _fsync_dir(target.parent)
+            return True
+
+    @contextlib.contextmanager
+    def _locked(self, target: Path) -> Iterator[None]:
+        """Hold an exclusive flock on `.{name}.lock` beside `target` (released on close, and by the
+        kernel if the process dies, so a crash never leaves it held)."""
+        import fcntl
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target.with_name(f".{target.name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _tag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _written_aside(target: Path, data: bytes) -> Path:
+    """`data` written and fsynced under a temporary name beside `target`; that name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    aside = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with aside.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return aside
+
+
+def _rename(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
