@@ -268,10 +268,25 @@ def ingest_settings(args: argparse.Namespace) -> IngestSettings:
         raise _settings_error(exc) from None
 
 
+def _refuse_a_held_output(out: str) -> None:
+    """One clean line when another writer holds a local output, before Prefect starts a flow run.
+
+    (On object storage the run's own lease check reports it, after Prefect has started.)
+    """
+    if "://" in out:
+        return
+    from flows.storage.lease import refuse_if_held
+    from flows.storage.store import Store
+
+    refuse_if_held(Store(out))
+
+
 def _run(args: argparse.Namespace) -> RunSummary:
     from flows.pipeline import run_flow
 
-    return run_flow(run_settings(args))
+    settings = run_settings(args)
+    _refuse_a_held_output(settings.out)
+    return run_flow(settings)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -283,7 +298,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from flows.pipeline import ingest_flow
 
-    summary = ingest_flow(ingest_settings(args))
+    settings = ingest_settings(args)
+    _refuse_a_held_output(settings.out)
+    summary = ingest_flow(settings)
     print_summary(summary, str(args.out))
     return 0
 

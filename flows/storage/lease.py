@@ -271,3 +271,15 @@ def _start_time(pid: int) -> str | None:
         return None
     fields = stat.rpartition(")")[2].split()
     return fields[19] if len(fields) > 19 else None
+
+
+def refuse_if_held(store: Store) -> None:
+    """LeaseHeldError if a live writer holds the output now, without taking the lease.
+
+    A courtesy check before a run starts (one clean line, no flow run created); the run itself
+    still takes the lease atomically, which is what enforces one writer.
+    """
+    probe = Lease(store, "probe")
+    current = probe._read()
+    if current is not None and current[0].expires_at > probe.clock() and not current[0].owner.is_gone():
+        raise LeaseHeldError(probe._held_message(current[0]))
