@@ -173,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compact", help="merge each partition's small files (readers see the same rows)")
     comp.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
 
+    ver = sub.add_parser(
+        "verify",
+        help="check the ledger against the data files (missing, extra, duplicated rows); --repair fixes them",
+        description="Check the ledger against the data files of every table: ids whose rows are missing, "
+        "rows the ledger does not name as current (extra), rows repeated in an id's current batch "
+        "(duplicated), unreadable files, a missing or unreadable ledger. Prints ids and file paths, never "
+        "transcript text.",
+        epilog="exit status: 0 consistent (after --repair: repaired), 1 problems found, "
+        "2 error (e.g. --out does not exist)",
+    )
+    ver.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
+    ver.add_argument(
+        "--repair",
+        action="store_true",
+        help="rebuild a missing or unreadable ledger, drop missing ids from it (the next run fetches them again), "
+        "rewrite files without extra or duplicated rows and quarantine unreadable ones, in one crash-safe commit",
+    )
+
     hook = sub.add_parser("webhook", help="receive the vendor's webhook events into a landing folder")
     hook.add_argument("--host", default="127.0.0.1")
     hook.add_argument("--port", type=int, default=8766)
@@ -333,6 +351,18 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from flows.storage.verify import describe, describe_repair, repair, verify
+
+    if args.repair:
+        done = repair(str(args.out))
+        print("\n".join(describe_repair(done)))
+        return 0 if done.after.consistent else 1
+    found = verify(str(args.out))
+    print("\n".join(describe(found)))
+    return 0 if found.consistent else 1
+
+
 def cmd_webhook(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -358,4 +388,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "webhook": cmd_webhook,
     "compact": cmd_compact,
+    "verify": cmd_verify,
 }

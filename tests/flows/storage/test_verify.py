@@ -1,0 +1,217 @@
+"""`talktime verify`: the ledger against the data files (missing, extra, duplicated, unreadable) and `--repair`."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import flows.storage.commit
+from flows.cli import main
+from flows.emulator.server import EmulatorServer
+from flows.storage.commit import INTERNAL, new_batch_id
+from flows.storage.ledger import LEDGER_PATH, load_ledger
+from flows.storage.store import Store
+from flows.storage.verify import repair
+from tests.crash_driver import ingest
+from tests.flows.storage.test_ledger_rebuild import every_row, manifest, poll, server
+from tests.flows.storage.test_object_storage import s3_endpoint, s3_url
+from transforms.schemas import TABLES
+
+__all__ = ["s3_endpoint", "server"]  # fixtures
+
+
+@pytest.fixture
+def out(tmp_path: Path, server: EmulatorServer) -> Path:
+    """An output written by a run over eight consultations and a 404, three ids per batch."""
+    poll(server, tmp_path / "out", manifest(server), tmp_path / "ids.txt")
+    return tmp_path / "out"
+
+
+def verify(out: Path | str, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    code = main(["verify", "--out", str(out), *extra])
+    return code, capsys.readouterr().out
+
+
+def without_fetched_at(out: Path | str) -> dict[str, pl.DataFrame]:
+    return {table: frame.drop("fetched_at", strict=False) for table, frame in every_row(out).items()}
+
+
+def assert_rows_equal(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None:
+    for table in TABLES:
+        assert a[table].sort(pl.all()).equals(b[table].sort(pl.all())), table
+
+
+def ids_in(path: Path) -> set[str]:
+    return set(pl.read_parquet(path)["transcription_id"])
+
+
+def a_file(out: Path, table: str) -> Path:
+    """The data file of `table` holding the most rows (so that deleting it always loses something)."""
+    return max(sorted((out / table).rglob("*.parquet")), key=lambda p: pl.read_parquet(p).height)
+
+
+def test_a_clean_output_is_consistent(out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = verify(out, capsys)
+    assert code == 0 and "consistent" in report
+    assert f"ledger: ok ({len(load_ledger(Store(str(out))))} ids)" in report
+
+
+def test_an_empty_location_is_consistent_and_a_missing_one_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert verify(tmp_path, capsys)[0] == 0
+    assert main(["verify", "--out", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("table", ["transcriptions", "speaker_metrics", "transcript_items"])
+def test_a_deleted_data_file_is_missing_ids_and_the_next_run_after_repair_fetches_exactly_them(
+    out: Path, server: EmulatorServer, capsys: pytest.CaptureFixture[str], table: str
+) -> None:
+    expected = without_fetched_at(out)
+    lost = a_file(out, table)
+    lost_ids = ids_in(lost)
+    lost.unlink()
+    code, report = verify(out, capsys)
+    assert code == 1
+    assert f"missing     {table:<17} {len(lost_ids)} ids" in report
+    assert verify(out, capsys, "--repair")[0] == 0
+    assert lost_ids.isdisjoint(load_ledger(Store(str(out)))["transcription_id"])
+    before = Counter(server.app.requests)
+    poll(server, out, manifest(server), out.parent / "ids.txt")
+    fetched = {tid for tid, n in server.app.requests.items() if n > before[tid]}
+    assert fetched == lost_ids
+    assert verify(out, capsys) == (0, "talktime verify: ledger: ok (9 ids)\ntalktime verify: consistent\n")
+    assert_rows_equal(without_fetched_at(out), expected)
+
+
+def test_a_file_copied_under_another_batch_is_extra_rows_that_repair_removes(
+    out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = every_row(out)
+    copied = {}
+    newer = new_batch_id()
+    for table in ("transcriptions", "speaker_metrics"):
+        source = a_file(out, table)
+        copied[table] = pl.read_parquet(source).height
+        shutil.copy(source, source.with_name(f"part-{newer}.parquet"))
+    code, report = verify(out, capsys)
+    assert code == 1
+    for table, rows in copied.items():
+        assert f"extra       {table:<17} {rows} rows" in report
+    code, report = verify(out, capsys, "--repair")
+    assert code == 0 and f"{sum(copied.values())} rows removed from 2 files" in report
+    assert_rows_equal(every_row(out), expected)
+
+
+def test_rows_repeated_in_their_current_file_are_duplicated_and_repair_keeps_one(
+    out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = every_row(out)
+    doubled = a_file(out, "speaker_metrics")
+    rows = pl.read_parquet(doubled)
+    pl.concat([rows, rows.head(3)]).write_parquet(doubled)
+    code, report = verify(out, capsys)
+    assert code == 1 and "duplicated  speaker_metrics   3 rows" in report
+    assert verify(out, capsys, "--repair")[0] == 0
+    assert_rows_equal(every_row(out), expected)
+
+
+def test_a_deleted_ledger_is_reported_and_repair_writes_the_rebuilt_one(
+    out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = load_ledger(Store(str(out)))
+    (out / LEDGER_PATH).unlink()
+    code, report = verify(out, capsys)
+    files = len(list((out / "transcriptions").rglob("*.parquet")))
+    assert code == 1 and f"ledger: missing, rebuilt from {files} data files (9 ids)" in report
+    assert verify(out, capsys, "--repair")[0] == 0
+    rebuilt = load_ledger(Store(str(out)))
+    columns = ["transcription_id", "status", "final", "batch_id", "fetched_date"]
+    assert rebuilt.select(columns).equals(ledger.select(columns))
+
+
+def test_a_truncated_ledger_is_reported_and_repair_rebuilds_it(out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger = out / LEDGER_PATH
+    ledger.write_bytes(ledger.read_bytes()[:100])
+    code, report = verify(out, capsys)
+    assert code == 1 and "ledger: unreadable (truncated or corrupt), rebuilt from" in report
+    assert verify(out, capsys, "--repair")[0] == 0
+    assert load_ledger(Store(str(out))).height == 9
+
+
+def test_an_unreadable_data_file_is_quarantined_and_its_ids_fetched_again(
+    out: Path, server: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = without_fetched_at(out)
+    broken = a_file(out, "transcript_items")
+    lost_ids = ids_in(out / "transcriptions" / broken.relative_to(out / "transcript_items"))  # the whole batch
+    content = broken.read_bytes()
+    broken.write_bytes(content[: len(content) // 2])
+    relative = broken.relative_to(out).as_posix()
+    code, report = verify(out, capsys)
+    assert code == 1 and f"unreadable  transcript_items  1 files   e.g. {relative}" in report
+    assert f"missing     transcript_items  {len(lost_ids)} ids" in report
+    assert verify(out, capsys, "--repair")[0] == 0
+    assert (out / INTERNAL / "quarantine" / relative).read_bytes() == content[: len(content) // 2]
+    before = Counter(server.app.requests)
+    poll(server, out, manifest(server), out.parent / "ids.txt")
+    assert {tid for tid, n in server.app.requests.items() if n > before[tid]} == lost_ids
+    assert_rows_equal(without_fetched_at(out), expected)
+
+
+def test_the_report_names_ids_never_transcript_text(
+    out: Path, server: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items = pl.read_parquet(f"{out}/transcript_items/**/*.parquet")
+    texts = [t for t in items["text"].drop_nulls() if len(t) > 20]
+    newer = a_file(out, "transcript_items").with_name(f"part-{new_batch_id()}.parquet")
+    shutil.copy(a_file(out, "transcript_items"), newer)
+    code, report = verify(out, capsys, "--repair")
+    assert code == 0 and "extra       transcript_items" in report
+    assert texts and not [t for t in texts if t in report]
+
+
+def test_a_repair_interrupted_after_its_commit_point_is_finished_by_the_next_one(
+    out: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = every_row(out)
+    doubled = a_file(out, "transcriptions")
+    pl.concat([pl.read_parquet(doubled)] * 2).write_parquet(doubled)
+    (out / LEDGER_PATH).unlink()
+
+    def crash(*_: object) -> None:
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(flows.storage.commit, "apply_commit", crash)  # dies right after the commit point
+    with pytest.raises(RuntimeError, match="killed"):
+        repair(str(out))
+    monkeypatch.undo()
+    assert list((out / INTERNAL / "commits").glob("*.json"))  # committed, not applied
+    code, report = verify(out, capsys)
+    assert code == 1 and "pending: 1 commit record" in report
+    assert verify(out, capsys, "--repair")[0] == 0
+    assert verify(out, capsys)[0] == 0
+    assert_rows_equal(every_row(out), expected)
+
+
+def test_verify_and_repair_on_s3(s3_endpoint: str, inputs: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    url = s3_url(s3_endpoint)
+    ingest(url, 4, inputs)
+    store = Store(url)
+    expected = every_row(url)
+    assert verify(url, capsys)[0] == 0
+    source = store.list("speaker_metrics", ".parquet")[0]
+    rows = pl.DataFrame(store.read_parquet(source)).height
+    store.fs.copy_file(store.path(source), store.path(source.rsplit("/", 1)[0] + f"/part-{new_batch_id()}.parquet"))
+    store.delete(LEDGER_PATH)
+    code, report = verify(url, capsys)
+    assert code == 1 and f"extra       speaker_metrics   {rows} rows" in report and "ledger: missing" in report
+    assert verify(url, capsys, "--repair")[0] == 0
+    assert verify(url, capsys)[0] == 0 and store.exists(LEDGER_PATH)
+    assert_rows_equal(every_row(url), expected)
