@@ -286,24 +286,28 @@ def ingest_settings(args: argparse.Namespace) -> IngestSettings:
         raise _settings_error(exc) from None
 
 
-def _refuse_a_held_output(out: str) -> None:
-    """One clean line when another writer holds a local output, before Prefect starts a flow run.
-
-    (On object storage the run's own lease check reports it, after Prefect has started.)
+def _check_output(out: str) -> None:
+    """One clean line, before Prefect starts a flow run, when a local output cannot be written:
+    another writer holds it, or its ledger is unreadable. (The run checks both again itself; on
+    object storage only the run does, after Prefect has started.)
     """
     if "://" in out:
         return
     from flows.storage.lease import refuse_if_held
+    from flows.storage.ledger import LEDGER_PATH, read_ledger
     from flows.storage.store import Store
 
-    refuse_if_held(Store(out))
+    store = Store(out)
+    refuse_if_held(store)
+    if store.exists(LEDGER_PATH):
+        read_ledger(store)
 
 
 def _run(args: argparse.Namespace) -> RunSummary:
     from flows.pipeline import run_flow
 
     settings = run_settings(args)
-    _refuse_a_held_output(settings.out)
+    _check_output(settings.out)
     return run_flow(settings)
 
 
@@ -317,7 +321,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from flows.pipeline import ingest_flow
 
     settings = ingest_settings(args)
-    _refuse_a_held_output(settings.out)
+    _check_output(settings.out)
     summary = ingest_flow(settings)
     print_summary(summary, str(args.out))
     return 0

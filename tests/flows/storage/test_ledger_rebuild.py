@@ -120,13 +120,20 @@ def test_an_unreadable_ledger_is_a_storage_error_naming_the_repair(tmp_path: Pat
         load_ledger(Store(str(tmp_path)))
 
 
+@pytest.mark.parametrize("command", ["compact", "ingest", "run"])
 def test_a_truncated_ledger_is_one_line_and_exit_2_on_the_command_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     commit_outcomes(str(tmp_path), [Outcome(TID, "failed", FETCHED_AT, error_code="422")])
     ledger = tmp_path / LEDGER_PATH
     ledger.write_bytes(ledger.read_bytes()[:-20])
-    assert main(["compact", "--out", str(tmp_path)]) == 2
+    (tmp_path / "ids.txt").write_text(TID + "\n")
+    options = {
+        "compact": [],
+        "ingest": ["--input", str(PRIMOCK)],
+        "run": ["--api-url", "http://127.0.0.1:9", "--ids", str(tmp_path / "ids.txt"), "--api-key", "k"],
+    }[command]
+    assert main([command, "--out", str(tmp_path), *options]) == 2  # before Prefect starts a flow run
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and "ArrowInvalid" not in err
     assert err.startswith(f"talktime: error: ledger {LEDGER_PATH} is unreadable (truncated or corrupt)")
