@@ -4,19 +4,19 @@ Plain globs (`pl.read_parquet("out/transcriptions/**/*.parquet")`) see whole fil
 half-written one; but while a commit that replaces rows (a status change, a compaction) is being
 applied, they can see an id's old and new rows for a moment. `read_table` keeps only the rows of
 the batch the ledger names for each id, and retries (backing off, for up to a minute) if the
-ledger changed during the read.
+ledger changed during the read. Without a ledger it reads through the one the data files imply
+(each id's newest batch, as a rebuild would); an unreadable ledger is a StorageError.
 """
 
 from __future__ import annotations
 
-import io
 import re
 import time
 
 import polars as pl
 
 from flows.errors import StorageError
-from flows.storage.ledger import LEDGER_PATH
+from flows.storage.ledger import LEDGER_PATH, UNREADABLE_LEDGER, load_ledger, parse_ledger
 from flows.storage.store import Store
 from transforms.schemas import TABLES
 
@@ -53,10 +53,11 @@ def read_table(out: str, table: str) -> pl.DataFrame:
         except OSError:  # a file was replaced or compacted away while we listed: read again
             pause = _pause(pause)
             continue
-        if before and _ledger_bytes(store) == before:
-            current = pl.read_parquet(io.BytesIO(before)).select("transcription_id", "batch_id")
+        if _ledger_bytes(store) == before:
+            ledger = parse_ledger(before) if before else load_ledger(store)
+            if ledger is None:
+                raise StorageError(UNREADABLE_LEDGER)
+            current = ledger.select("transcription_id", "batch_id")
             return rows.join(current, on=["transcription_id", "batch_id"], how="semi").drop("batch_id")
-        if not before:
-            return rows.drop("batch_id").clear()
         pause = _pause(pause)  # a commit landed meanwhile: back off, then read again
     raise StorageError(f"{out}: the datasets kept changing while {table} was read; try again")

@@ -138,3 +138,19 @@ def test_a_truncated_ledger_is_one_line_and_exit_2_on_the_command_line(
     assert err.count("\n") == 1 and "Traceback" not in err and "ArrowInvalid" not in err
     assert err.startswith(f"talktime: error: ledger {LEDGER_PATH} is unreadable (truncated or corrupt)")
     assert "talktime verify --out DIR --repair" in err
+
+
+def test_read_table_reads_through_the_rebuilt_ledger_or_refuses_an_unreadable_one(tmp_path: Path) -> None:
+    from flows.storage.reader import read_table
+
+    out = str(tmp_path)
+    commit_outcomes(out, [Outcome(TID, "ongoing", FETCHED_AT)])
+    commit_outcomes(out, [Outcome(TID, "failed", FETCHED_AT, error_code="422")])
+    ledger = tmp_path / LEDGER_PATH
+    stored = ledger.read_bytes()
+    assert read_table(out, "transcriptions")["status"].to_list() == ["failed"]
+    ledger.unlink()
+    assert read_table(out, "transcriptions")["status"].to_list() == ["failed"]  # the newest batch, as rebuilt
+    ledger.write_bytes(stored[:-20])
+    with pytest.raises(StorageError, match=re.escape(UNREADABLE_LEDGER)):
+        read_table(out, "transcriptions")
