@@ -70,7 +70,7 @@ class Store:
                 out.write(data)
             return
         _written_aside(Path(target), data).replace(target)
-        _fsync_dir(Path(target).parent)
+        fsync_directory(Path(target).parent)
 
     def write_parquet(self, relative: str, table: pa.Table, **options: object) -> None:
         """Write an Arrow table as one Parquet file (see write_bytes)."""
@@ -194,7 +194,7 @@ class LocalConditional:
             return None
         finally:
             aside.unlink()
-        _fsync_dir(target.parent)
+        fsync_directory(target.parent)
         return _tag(data)
 
     def read(self, relative: str) -> tuple[bytes, str] | None:
@@ -211,7 +211,7 @@ class LocalConditional:
             if current is None or current[1] != tag:
                 return None
             _written_aside(target, data).replace(target)
-            _fsync_dir(target.parent)
+            fsync_directory(target.parent)
             return _tag(data)
 
     def delete(self, relative: str, tag: str) -> bool:
@@ -221,7 +221,7 @@ class LocalConditional:
             if current is None or current[1] != tag:
                 return False
             target.unlink()
-            _fsync_dir(target.parent)
+            fsync_directory(target.parent)
             return True
 
     @contextlib.contextmanager
@@ -257,10 +257,11 @@ def _written_aside(target: Path, data: bytes) -> Path:
 def _rename(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.replace(src, dst)
-    _fsync_dir(dst.parent)
+    fsync_directory(dst.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or new file in `directory` durable (its entry, not only the file's data)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

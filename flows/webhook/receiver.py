@@ -38,6 +38,7 @@ from typing import Any
 from flows.errors import raised_at
 from flows.jsontext import JsonError, has_lone_surrogate, loads, strict_json
 from flows.outcomes import is_uuid
+from flows.storage.store import fsync_directory
 from flows.webhook.asgi import (
     Message,
     Receive,
@@ -165,16 +166,8 @@ def land_event(landing: Path, event_id: str, line: bytes) -> bool:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(landing)
+    fsync_directory(landing)
     return True
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class WebhookApp:
