@@ -293,12 +293,12 @@ def _check_output(out: str) -> None:
     """
     if "://" in out:
         return
-    from flows.storage.lease import refuse_if_held
+    from flows.storage.lease import Lease
     from flows.storage.ledger import LEDGER_PATH, read_ledger
     from flows.storage.store import Store
 
     store = Store(out)
-    refuse_if_held(store)
+    Lease(store, "check").refuse_if_held()
     if store.exists(LEDGER_PATH):
         read_ledger(store)
 

@@ -118,6 +118,10 @@ class LeaseRecord:
         at = datetime.fromisoformat
         return cls(Owner(**raw["owner"]), at(raw["acquired_at"]), at(raw["expires_at"]))
 
+    def is_live(self, now: datetime) -> bool:
+        """Whether its writer may still be writing: not expired, and not a process known to be gone."""
+        return self.expires_at > now and not self.owner.is_gone()
+
     def describe(self) -> str:
         owner = self.owner
         return f"owner {owner.host}:{owner.pid}, run {owner.run}"
@@ -164,13 +168,23 @@ class Lease:
             if stale.owner.token == self.owner.token:  # our own create, answered late (a retried request)
                 self._hold(stale, stale_tag)
                 return None
-            if stale.expires_at > now and not stale.owner.is_gone():
+            if stale.is_live(now):
                 raise LeaseHeldError(self._held_message(stale))
             tag = self.store.replace_if_match(LEASE_PATH, record.to_json(), stale_tag)
             if tag is not None:
                 self._hold(record, tag)
                 return stale
         raise LeaseHeldError(f"could not take the lease on {self.store.location}: other writers kept changing it")
+
+    def refuse_if_held(self) -> None:
+        """LeaseHeldError if a live writer holds the output now, without taking the lease.
+
+        A courtesy check before a run starts (one clean line, no flow run created); `acquire`
+        is what enforces one writer.
+        """
+        current = self._read()
+        if current is not None and current[0].is_live(self.clock()):
+            raise LeaseHeldError(self._held_message(current[0]))
 
     def renew(self) -> None:
         """Check this writer still holds the lease and extend it by the TTL (LeaseLostError if not)."""
@@ -271,15 +285,3 @@ def _start_time(pid: int) -> str | None:
         return None
     fields = stat.rpartition(")")[2].split()
     return fields[19] if len(fields) > 19 else None
-
-
-def refuse_if_held(store: Store) -> None:
-    """LeaseHeldError if a live writer holds the output now, without taking the lease.
-
-    A courtesy check before a run starts (one clean line, no flow run created); the run itself
-    still takes the lease atomically, which is what enforces one writer.
-    """
-    probe = Lease(store, "probe")
-    current = probe._read()
-    if current is not None and current[0].expires_at > probe.clock() and not current[0].owner.is_gone():
-        raise LeaseHeldError(probe._held_message(current[0]))
