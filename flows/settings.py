@@ -8,6 +8,7 @@ variables) and read at the edge by `flows.secrets`.
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -31,10 +32,13 @@ MIB = 1024 * 1024
 # headers, body). A 1 MB gzip body can decompress to 1 GiB; a body can drip for ever.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * MIB
 DEFAULT_REQUEST_DEADLINE_S = 120.0
+DEFAULT_MAX_ERROR_SHARE = 0.1
 DEFAULT_API_KEY_SECRET = "talktime-api-key"
 DEFAULT_PRIVATE_KEY_SECRET = "talktime-oauth-private-key"
 DEFAULT_STORAGE_SECRET_PREFIX = "talktime-s3"
 
+
+RefetchStatus = Literal["succeeded", "failed", "not_found", "expired"]
 
 # Query parameters that carry credentials (pyarrow's S3 URIs accept access_key and secret_key).
 CREDENTIAL_PARAMETERS = frozenset(
@@ -106,6 +110,24 @@ class RunSettings(_Settings):
     oauth_client_id: str | None = Field(None, description="OAuth client id (dialect B)")
     private_key_file: str | None = Field(None, description="PEM file of the OAuth client's private key")
     private_key_secret: str = Field(DEFAULT_PRIVATE_KEY_SECRET, description="Secret block holding that key")
+    requests_limit: str | None = Field(
+        None,
+        description="Prefect global concurrency limit with slot decay shared by every run against this API "
+        "(`prefect gcl create NAME --limit N --slot-decay-per-second R`): each request takes a slot; "
+        "a limit that does not exist stops the run",
+    )
+    max_error_share: float = Field(
+        DEFAULT_MAX_ERROR_SHARE,
+        ge=0,
+        le=1,
+        description="the run fails (exit 1) when more than this share of the ids it polled end in `error`",
+    )
+    refetch: tuple[RefetchStatus, ...] = Field(
+        (), description="final statuses whose ids are polled again (e.g. not_found after a wrong api_url)"
+    )
+    check_route: bool = Field(
+        True, description="stop (exit 2) before recording anything when every id of the first batch answers 404"
+    )
 
 
 class IngestSettings(_Settings):
