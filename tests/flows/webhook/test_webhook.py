@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,10 +31,14 @@ SECRET = "whsec-test-secret"
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
 
+def event_id(n: int) -> str:
+    return f"5f0c4a3e-1b2d-4c6e-8a9b-{n:012d}"
+
+
 def event(n: int = 1) -> bytes:
     data = json.loads(sorted(PRIMOCK.glob("*.json"))[n].read_text())
     return json.dumps(
-        {"id": f"evt-{n}", "created_at": NOW.isoformat(), "type": "transcribe_async.succeeded", "data": data}
+        {"id": event_id(n), "created_at": NOW.isoformat(), "type": "transcribe_async.succeeded", "data": data}
     ).encode()
 
 
@@ -73,13 +78,14 @@ def test_one_of_several_signatures_is_enough(receiver: BackgroundServer) -> None
     ("timestamp", "signature_of", "code"),
     [
         (NOW.isoformat(), lambda ts, b: sign("wrong-secret", ts, b), "invalid_signature"),
-        (NOW.isoformat(), lambda ts, b: "", "invalid_signature"),
+        (NOW.isoformat(), lambda ts, b: "", "missing_signature"),
         (NOW.isoformat(), lambda ts, b: sign(SECRET, ts, b + b" "), "invalid_signature"),
         ((NOW - timedelta(minutes=6)).isoformat(), lambda ts, b: sign(SECRET, ts, b), "stale_timestamp"),
-        ((NOW + timedelta(minutes=6)).isoformat(), lambda ts, b: sign(SECRET, ts, b), "stale_timestamp"),
-        ("yesterday", lambda ts, b: sign(SECRET, ts, b), "stale_timestamp"),
+        ((NOW + timedelta(minutes=6)).isoformat(), lambda ts, b: sign(SECRET, ts, b), "future_timestamp"),
+        ("yesterday", lambda ts, b: sign(SECRET, ts, b), "bad_timestamp"),
+        ("1764000000", lambda ts, b: sign("wrong-secret", ts, b), "invalid_signature"),
     ],
-    ids=["wrong_secret", "missing", "body_changed", "stale", "future", "not_a_time"],
+    ids=["wrong_secret", "missing", "body_changed", "stale", "future", "not_a_time", "signature_checked_first"],
 )
 def test_refused_with_401(
     receiver: BackgroundServer, timestamp: str, signature_of: Callable[[str, bytes], str], code: str
@@ -126,7 +132,10 @@ DATA_ID = "c3ca0dc5-6b63-5852-9680-8ae0f6194e04"
 
 def envelope(data: bytes) -> bytes:
     """A transcribe_async event around the raw JSON text `data`."""
-    head = b'{"id": "evt-raw", "created_at": "2026-11-23T12:00:00+00:00", "type": "transcribe_async.succeeded"'
+    head = (
+        b'{"id": "5f0c4a3e-1b2d-4c6e-8a9b-0000000000ff", "created_at": "2026-11-23T12:00:00+00:00",'
+        b' "type": "transcribe_async.succeeded"'
+    )
     return head + b', "data": ' + data + b"}"
 
 
@@ -347,3 +356,231 @@ def test_the_cli_refuses_a_cap_that_is_not_a_positive_size(
     argv = ["webhook", "--landing", str(tmp_path), "--secret-env", "TALKTIME_TEST_WEBHOOK_SECRET"]
     with pytest.raises(ConfigurationError, match="--max-body-mb"):
         cmd_webhook(build_parser().parse_args([*argv, "--max-body-mb", value]))
+
+
+# --- What an operator meets: clear reasons, one access line per request, /healthz --------------------
+
+
+def post_headers(server: BackgroundServer, body: bytes, headers: dict[str, str], path: str = "/webhooks/nabla") -> Any:
+    return httpx.post(f"{server.base_url}{path}", content=body, headers=headers, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "code", "says"),
+    [
+        ("1764000000", "bad_timestamp", "must be ISO-8601 (e.g. 2026-11-24T10:15:00Z); got a number (Unix seconds?)"),
+        ("1764000000.25", "bad_timestamp", "got a number (Unix seconds?)"),
+        ("1764000000000", "bad_timestamp", "got a number (Unix seconds?)"),
+        ("next tuesday", "bad_timestamp", "must be ISO-8601 (e.g. 2026-11-24T10:15:00Z)"),
+        ("2026-11-23", "bad_timestamp", "must be ISO-8601"),
+        ((NOW - timedelta(seconds=360)).isoformat(), "stale_timestamp", "360 s old"),
+        ((NOW + timedelta(seconds=420)).isoformat(), "future_timestamp", "420 s ahead"),
+    ],
+    ids=["unix_seconds", "unix_decimals", "unix_millis", "words", "date_only", "stale", "future"],
+)
+def test_a_signed_event_with_an_unusable_timestamp_gets_a_reason_saying_why(
+    receiver: BackgroundServer, timestamp: str, code: str, says: str
+) -> None:
+    response = post(receiver, event(), timestamp, sign(SECRET, timestamp, event()))
+    assert (response.status_code, response.json()["code"]) == (401, code)
+    assert says in response.json()["message"]
+    assert landed(receiver) == []
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["2026-11-23T12:04:00Z", "2026-11-23T11:56:00+00:00", "2026-11-23T13:00:00+01:00"]
+)
+def test_iso_timestamps_within_five_minutes_are_fresh(receiver: BackgroundServer, timestamp: str) -> None:
+    assert post(receiver, event(), timestamp, sign(SECRET, timestamp, event())).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "code", "says"),
+    [
+        ({"x-nabla-webhook-signature": "abc"}, "missing_timestamp", "x-nabla-webhook-timestamp"),
+        ({"x-nabla-webhook-timestamp": NOW.isoformat()}, "missing_signature", "x-nabla-webhook-signature"),
+        ({}, "missing_timestamp", "x-nabla-webhook-timestamp"),
+    ],
+    ids=["no_timestamp", "no_signature", "neither"],
+)
+def test_a_missing_header_is_named(receiver: BackgroundServer, headers: dict[str, str], code: str, says: str) -> None:
+    response = post_headers(receiver, event(), headers)
+    assert (response.status_code, response.json()["code"]) == (401, code)
+    assert says in response.json()["message"]
+
+
+def test_a_blank_timestamp_is_missing(tmp_path: Path) -> None:
+    headers = {"x-nabla-webhook-timestamp": " ", "x-nabla-webhook-signature": "abc"}
+    status, answer = call_app(WebhookApp(tmp_path, SECRET), headers, Chunks(count=1, size=10))
+    assert (status, answer["code"]) == (401, "missing_timestamp")
+
+
+def envelope_with(change: Callable[[dict[str, Any]], object]) -> bytes:
+    value = json.loads(event())
+    change(value)
+    return json.dumps(value).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (envelope_with(lambda e: e.pop("id")), 'event has no "id"'),
+        (envelope_with(lambda e: e.update(id="")), 'event has no "id"'),
+        (envelope_with(lambda e: e.update(id=None)), 'event has no "id"'),
+        (envelope_with(lambda e: e.update(id=MARK)), 'event "id" is not a UUID'),
+        (envelope_with(lambda e: e.update(id=7)), 'event "id" is not a UUID'),
+        (envelope_with(lambda e: e.update(id=DATA_ID[:-1])), 'event "id" is not a UUID'),
+        (envelope_with(lambda e: e.pop("type")), 'event has no "type"'),
+        (envelope_with(lambda e: e.update(type=MARK)), 'event "type" is not transcribe_async.succeeded or .failed'),
+        (envelope_with(lambda e: e.pop("data")), 'event has no "data"'),
+        (b"[]", "event is not a JSON object"),
+        (json.dumps(MARK).encode(), "event is not a JSON object"),
+        (b"{}", 'event has no "id"'),
+    ],
+    ids=[
+        "no_id",
+        "empty_id",
+        "null_id",
+        "id_text",
+        "id_number",
+        "id_cut_short",
+        "no_type",
+        "other_type",
+        "no_data",
+        "list",
+        "string",
+        "empty_object",
+    ],
+)
+def test_an_event_missing_a_field_is_400_naming_it_and_quoting_nothing(
+    receiver: BackgroundServer, server_logs: list[str], body: bytes, reason: str
+) -> None:
+    response = post_signed(receiver, body)
+    assert (response.status_code, response.json()) == (400, {"code": "malformed_event", "message": reason})
+    assert MARK not in response.text and not any(MARK in line for line in server_logs)
+    assert landed(receiver) == []
+
+
+def test_an_upper_case_event_id_is_accepted(receiver: BackgroundServer) -> None:
+    assert post_signed(receiver, envelope_with(lambda e: e.update(id=e["id"].upper()))).status_code == 200
+
+
+ACCESS = "talktime.webhook.access"
+
+
+def access_lines(caplog: pytest.LogCaptureFixture, expected: int = 1) -> list[str]:
+    """The access lines once `expected` are there (the server logs just after the client has its answer)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [record.getMessage() for record in caplog.records if record.name == ACCESS]
+        if len(lines) >= expected or time.monotonic() > deadline:
+            time.sleep(0.05)  # time for an unexpected extra line to show up
+            return [record.getMessage() for record in caplog.records if record.name == ACCESS]
+        time.sleep(0.01)
+
+
+def test_each_request_logs_one_access_line_without_body_secret_or_signature(
+    receiver: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    body = envelope(data_with(b'"n": 1'))
+    ts = NOW.isoformat()
+    good, bad = sign(SECRET, ts, body), sign("wrong-secret", ts, body)
+    signed = post(receiver, body, ts, good)
+    assert signed.status_code == 200
+    assert len(access_lines(caplog, 1)) == 1
+    assert post(receiver, body, ts, bad).status_code == 401
+    assert len(access_lines(caplog, 2)) == 2
+    health = httpx.get(f"{receiver.base_url}/healthz?token={SECRET}", timeout=10)
+    assert health.status_code == 200
+    lines = access_lines(caplog, 3)
+    assert len(lines) == 3
+    expected = [
+        ("POST /webhooks/nabla 200 landed", len(signed.content)),
+        ("POST /webhooks/nabla 401 invalid_signature", None),
+        ("GET /healthz 200 ok", len(health.content)),
+    ]
+    for line, (start, size) in zip(lines, expected, strict=True):
+        assert line.startswith(start + " "), line
+        assert " ms client=127.0.0.1:" in line, line
+        if size is not None:
+            assert f" {size} B " in line, line
+    text = "\n".join(lines)
+    for secret_thing in (MARK, SECRET, good, bad, body.decode(), ts, "token", "x-nabla"):
+        assert secret_thing not in text
+
+
+def test_a_refused_body_too_large_is_logged_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    app = WebhookApp(tmp_path, SECRET, clock=lambda: NOW, max_body_bytes=1000)
+    call_app(app, {"content-length": "2000"}, Chunks(count=5, size=400))
+    [line] = access_lines(caplog)
+    assert line.startswith("POST /webhooks/nabla 413 body_too_large ") and line.endswith(" client=-")
+
+
+def test_an_unexpected_error_is_logged_as_a_500_access_line(
+    receiver: BackgroundServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS)
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"could not handle {MARK}")
+
+    monkeypatch.setattr(receiver_module, "land_event", explode)
+    assert post_signed(receiver, event()).status_code == 500
+    [line] = access_lines(caplog)
+    assert line.startswith("POST /webhooks/nabla 500 internal_error ") and MARK not in line
+
+
+def test_a_path_is_logged_without_control_characters(
+    receiver: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    httpx.get(f"{receiver.base_url}/a%0Afake%20line", timeout=10)
+    [line] = access_lines(caplog)
+    assert "\n" not in line and line.startswith("GET /a%0Afake%20line 405 method_not_allowed ")
+
+
+def test_the_access_log_prints_itself_only_when_nothing_else_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    WebhookApp(tmp_path, SECRET)
+    WebhookApp(tmp_path, SECRET)
+    access = logging.getLogger(ACCESS)
+    assert len(access.handlers) == 1 and access.getEffectiveLevel() <= logging.INFO
+    access.info("one line from the test")
+    assert capsys.readouterr().err == ""  # pytest's handlers on the root logger print it: no duplicate
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as under `talktime webhook`
+    access.info("one line from the test")
+    err = capsys.readouterr().err
+    assert err.count("one line from the test") == 1 and ACCESS in err
+
+
+def test_healthz_answers_without_authentication(receiver: BackgroundServer) -> None:
+    response = httpx.get(f"{receiver.base_url}/healthz", timeout=10)
+    assert (response.status_code, response.json()) == (200, {"status": "ok", "landing_writable": True})
+
+
+def test_healthz_is_503_when_the_landing_folder_cannot_be_written(receiver: BackgroundServer) -> None:
+    receiver.app.landing.rmdir()
+    response = httpx.get(f"{receiver.base_url}/healthz", timeout=10)
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "landing_writable": False,
+        "code": "landing_not_writable",
+        "message": "the landing folder is missing or not writable",
+    }
+
+
+def test_healthz_is_503_on_a_read_only_landing_folder(
+    receiver: BackgroundServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # root may write anywhere: pretend read-only
+    assert httpx.get(f"{receiver.base_url}/healthz", timeout=10).status_code == 503
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/"), ("GET", "/webhooks/nabla"), ("PUT", "/healthz")])
+def test_other_requests_are_still_405(receiver: BackgroundServer, method: str, path: str) -> None:
+    response = httpx.request(method, f"{receiver.base_url}{path}", timeout=10)
+    assert (response.status_code, response.json()["code"]) == (405, "method_not_allowed")
