@@ -9,11 +9,13 @@ nothing among the arguments is unpicklable: the same body runs in a thread or on
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
 
+from flows.api.client import FetchStats
 from flows.api.service import fetcher_for
 from flows.decode import decode_polled, decode_records
 from flows.inputs import Segment, read_slice
@@ -39,6 +41,8 @@ class BatchSpec:
     ids: tuple[str, ...] = ()
     repoll: bool = False
     segments: tuple[Segment, ...] = ()
+    refetch: tuple[str, ...] = ()  # final statuses polled again: their ids count as not final
+    name: str = ""  # the task run's name: fetch-3-of-8, repoll-9, read-2-of-40
 
     @classmethod
     def new(cls, number: int, snapshot: str, **work: object) -> BatchSpec:
@@ -58,6 +62,10 @@ class StagedBatch:
     stopped: str | None = None  # why the API was given up on during this batch
     requests: int = 0
     already_final: int = 0  # ids read that were final before the run (ingest skips them)
+    retries: dict[str, int] = field(default_factory=dict)  # retried requests by cause (rate_limited, ...)
+    error_codes: dict[str, int] = field(default_factory=dict)  # polled ids that ended in `error`, by code
+    seconds: float = 0.0  # the task's time: fetch or read, transform, stage
+    name: str = ""  # the batch's task run name
 
     @property
     def ongoing(self) -> list[str]:
@@ -66,19 +74,26 @@ class StagedBatch:
 
 def fetch_batch(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
     """Poll each id of the batch once, then transform and stage what changed."""
-    fetcher = fetcher_for(settings)
-    sent_before = fetcher.requests_sent
-    outcomes, down = fetcher.fetch_many(list(spec.ids))
+    started = time.monotonic()
+    stats = FetchStats()
+    outcomes, down = fetcher_for(settings).fetch_many(list(spec.ids), stats)
     staged = settle(settings.out, spec, decode_polled(outcomes, datetime.now(UTC)))
     stopped = None if down is None else str(down)
-    return dataclasses.replace(staged, stopped=stopped, requests=fetcher.requests_sent - sent_before)
+    return dataclasses.replace(
+        staged,
+        stopped=stopped,
+        requests=stats.requests,
+        retries=dict(stats.retries),
+        seconds=time.monotonic() - started,
+    )
 
 
 def read_batch(settings: IngestSettings, spec: BatchSpec) -> StagedBatch:
     """Read the batch's slice of the inputs, then transform and stage what changed."""
+    started = time.monotonic()
     decoded, skipped = decode_records(list(read_slice(spec.segments)), datetime.now(UTC))
     staged = settle(settings.out, spec, decoded)
-    return dataclasses.replace(staged, skipped=tuple(skipped))
+    return dataclasses.replace(staged, skipped=tuple(skipped), seconds=time.monotonic() - started)
 
 
 def stage_outcomes(out: str, spec: BatchSpec, outcomes: list[Outcome]) -> StagedBatch:
@@ -90,24 +105,42 @@ def settle(out: str, spec: BatchSpec, decoded: Decoded) -> StagedBatch:
     """Skip ids final before the run, write those whose status changed, stage their tables."""
     responses = decoded.responses.select("transcription_id", "status", "error_code")
     if spec.repoll:
-        prior = responses.select("transcription_id", pl.lit("ongoing").alias("prior"), pl.lit(False).alias("was_final"))
+        prior = responses.select(
+            "transcription_id",
+            pl.lit("ongoing").alias("prior"),
+            pl.lit(False).alias("was_final"),
+            pl.lit(False).alias("refetched"),
+        )
     else:
         known = prior_statuses(out, spec.snapshot, responses["transcription_id"])
-        prior = known.select("transcription_id", pl.col("status").alias("prior"), pl.col("final").alias("was_final"))
+        refetched = pl.col("final") & pl.col("status").is_in(list(spec.refetch))
+        prior = known.select(
+            "transcription_id",
+            pl.col("status").alias("prior"),
+            (pl.col("final") & ~refetched).alias("was_final"),
+            refetched.alias("refetched"),
+        )
     joined = responses.join(prior, on="transcription_id", how="left")
     was_final = pl.col("was_final").fill_null(False)
-    polled = (
-        joined.filter(~was_final)
-        .select(
-            "transcription_id",
-            "status",
-            final_expr().alias("final"),
-            pl.col("status").ne_missing(pl.col("prior")).alias("written"),
-        )
-        .cast(dict(POLLED_SCHEMA))  # type: ignore[arg-type]
-    )
+    counted = joined.filter(~was_final)
+    polled = counted.select(
+        "transcription_id",
+        "status",
+        final_expr().alias("final"),
+        # a refetched id's rows are replaced even when its status did not change
+        (pl.col("status").ne_missing(pl.col("prior")) | pl.col("refetched").fill_null(False)).alias("written"),
+    ).cast(dict(POLLED_SCHEMA))  # type: ignore[arg-type]
+    errors = counted.filter(pl.col("status") == "error")["error_code"].fill_null("unknown").value_counts()
     tables = build_tables(decoded.only(polled.filter("written")["transcription_id"]))
     rows = stage_tables(Store(out), spec.batch_id, tables)
     talk = tables["speaker_metrics"].group_by("speaker").agg(pl.col("talk_time_ms").sum()).cast(dict(TALK_SCHEMA))  # type: ignore[arg-type]
     files = StagedFiles(spec.batch_id, spec.fetched_date, rows)
-    return StagedBatch(spec.number, files, polled, talk, already_final=joined.filter(was_final).height)
+    return StagedBatch(
+        spec.number,
+        files,
+        polled,
+        talk,
+        already_final=joined.filter(was_final).height,
+        error_codes=dict(errors.iter_rows()),
+        name=spec.name,
+    )

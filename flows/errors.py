@@ -61,9 +61,20 @@ class TransientApiError(ApiError):
         status_code: int | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        network: str = "network",
     ) -> None:
         super().__init__(message, status_code=status_code, code=code)
         self.retry_after = retry_after
+        self._network = network
+
+    @property
+    def cause(self) -> str:
+        """What went wrong, for counting retries: rate_limited, server_error, malformed, timeout, network."""
+        if isinstance(self, MalformedResponseError):
+            return "malformed"
+        if self.status_code == 429:
+            return "rate_limited"
+        return "server_error" if self.status_code else self._network
 
 
 class MalformedResponseError(TransientApiError):

@@ -139,6 +139,11 @@ def plan_slices(paths: Sequence[str | Path], batch_size: int) -> Iterator[tuple[
         yield tuple(batch)
 
 
+def segments_bytes(segments: Sequence[Segment]) -> int:
+    """The size of a slice in bytes (what ingest's progress counts)."""
+    return sum((Path(s.path).stat().st_size if s.end == -1 else s.end) - s.start for s in segments)
+
+
 def read_slice(segments: Sequence[Segment]) -> Iterator[RawRecord]:
     """The records of a slice, in order; blank lines are skipped."""
     for segment in segments:

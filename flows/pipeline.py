@@ -12,26 +12,31 @@ transcription or item.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
 
 from flows.batch import BatchSpec, StagedBatch, fetch_batch, read_batch
-from flows.errors import withholding_messages
+from flows.errors import PipelineError, withholding_messages
+from flows.progress import ArtifactWatcher, Watchers, terminal_watchers
 from flows.runs import ingest, poll
 from flows.settings import IngestSettings, RunSettings
-from flows.summary import RunSummary, summary_markdown
+from flows.storage.status import output_status, status_lines
+from flows.summary import RunSummary, summary_markdown, summary_rows
 
 SUMMARY_ARTIFACT = "talktime-run-summary"
+TABLE_ARTIFACT = "talktime-run-table"
 
 
-@task(name="fetch-batch", task_run_name="fetch-{spec.number}", cache_policy=NO_CACHE)
+@task(name="fetch-batch", task_run_name="{spec.name}", cache_policy=NO_CACHE)
 def fetch_batch_task(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
     """Poll a batch of ids, transform and stage what changed (flows.batch.fetch_batch)."""
     with withholding_messages():
         return fetch_batch(settings, spec)
 
 
-@task(name="read-batch", task_run_name="read-{spec.number}", cache_policy=NO_CACHE)
+@task(name="read-batch", task_run_name="{spec.name}", cache_policy=NO_CACHE)
 def read_batch_task(settings: IngestSettings, spec: BatchSpec) -> StagedBatch:
     """Read a slice of the inputs, transform and stage what changed (flows.batch.read_batch)."""
     with withholding_messages():
@@ -39,27 +44,54 @@ def read_batch_task(settings: IngestSettings, spec: BatchSpec) -> StagedBatch:
 
 
 @flow(name="talktime-run", log_prints=False)
-def run_flow(settings: RunSettings) -> RunSummary:
+def run_flow(settings: RunSettings) -> RunSummary | State:
     """Poll the API for the ids in `settings.ids_file` that are not final yet and update `settings.out`.
 
     Secrets are never parameters: see `flows.secrets` for where the API key, the OAuth private
-    key and storage credentials come from.
+    key and storage credentials come from. The run fails when it stopped early or more than
+    `settings.max_error_share` of its ids ended in `error` (the counts are in its message).
     """
-    with withholding_messages():
-        summary = poll(settings, lambda spec: fetch_batch_task.submit(settings, spec), get_run_logger())
-    _report(summary, settings.out)
-    return summary
+    watch = Watchers([ArtifactWatcher("talktime run"), *terminal_watchers()])
+    try:
+        with withholding_messages():
+            summary = poll(settings, lambda spec: fetch_batch_task.submit(settings, spec), get_run_logger(), watch)
+    except PipelineError as exc:
+        return _refused(exc)
+    return _report(summary, settings.out)
 
 
 @flow(name="talktime-ingest", log_prints=False)
-def ingest_flow(settings: IngestSettings) -> RunSummary:
+def ingest_flow(settings: IngestSettings) -> RunSummary | State:
     """Read saved API responses or webhook events (no network) and update `settings.out`."""
-    with withholding_messages():
-        summary = ingest(settings, lambda spec: read_batch_task.submit(settings, spec), get_run_logger())
-    _report(summary, settings.out)
-    return summary
+    watch = Watchers([ArtifactWatcher("talktime ingest"), *terminal_watchers()])
+    try:
+        with withholding_messages():
+            summary = ingest(settings, lambda spec: read_batch_task.submit(settings, spec), get_run_logger(), watch)
+    except PipelineError as exc:
+        return _refused(exc)
+    return _report(summary, settings.out)
 
 
-def _report(summary: RunSummary, out: str) -> None:
-    get_run_logger().info("talktime summary: %s", summary.as_dict())
+def _refused(exc: PipelineError) -> State:
+    """A configuration, credential or storage error: one line in the log and a Failed run, no traceback."""
+    get_run_logger().error("talktime: error: %s", exc)
+    return Failed(message=str(exc), data=exc)
+
+
+def _report(summary: RunSummary, out: str) -> RunSummary | State:
+    """The summary as readable log lines and two artifacts (Markdown, table); Failed if the run failed."""
+    log = get_run_logger()
+    try:
+        summary.dataset = output_status(out)
+    except PipelineError as exc:
+        log.warning("the output's status could not be read: %s", exc)
+    for line in summary.lines():
+        log.info("this run: %s", line)
+    for line in [] if summary.dataset is None else status_lines(summary.dataset):
+        log.info("the output: %s", line)
     create_markdown_artifact(markdown=summary_markdown(summary, out), key=SUMMARY_ARTIFACT)
+    create_table_artifact(table=summary_rows(summary), key=TABLE_ARTIFACT, description=f"talktime: {out}")
+    if summary.failure:
+        log.error("the run failed: %s", summary.failure)
+        return Failed(message=summary.failure, data=summary)
+    return summary

@@ -16,18 +16,20 @@ from typing import Any
 import polars as pl
 from tenacity import Retrying, retry_if_exception_type, retry_if_not_exception_type, stop_after_attempt, wait_fixed
 
+from flows.api.budget import open_budget
 from flows.api.service import close_fetchers
 from flows.batch import BatchSpec, StagedBatch, stage_outcomes
-from flows.errors import StorageError
+from flows.errors import ConfigurationError, StorageError
 from flows.inflight import Future, Repolls, run_batches
-from flows.inputs import plan_slices, read_ids
+from flows.inputs import plan_slices, read_ids, segments_bytes
 from flows.outcomes import unique_ids
+from flows.progress import Watcher, Watchers
 from flows.secrets import check_credentials, export_storage_credentials
 from flows.settings import IngestSettings, RunSettings
 from flows.storage.commit import new_batch_id
 from flows.storage.dataset import Dataset
 from flows.storage.lease import LeaseError
-from flows.storage.ledger import plan_run
+from flows.storage.ledger import NEVER_SENT, plan_run
 from flows.summary import RunSummary
 
 Submit = Callable[[BatchSpec], Future]
@@ -39,8 +41,12 @@ class Run:
     """One run over one output: the writer's lease, the dataset, the ledger snapshot its batches
     read, its batches. `close()` (in a `finally`) releases the lease."""
 
-    def __init__(self, out: str, log: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    def __init__(
+        self, out: str, log: logging.Logger | logging.LoggerAdapter[Any], watch: Watcher | None = None
+    ) -> None:
         self.log = log
+        self.watch = watch or Watchers()
+        self.units: dict[int, int] = {}  # batch number -> progress units it completes
         self.run_id = new_batch_id()
         self.dataset = Dataset(out)
         stale = self.dataset.acquire_lease(run_name(log, self.run_id))  # LeaseHeldError: another writer is live
@@ -57,11 +63,12 @@ class Run:
         self.batch_ids: set[str] = set()
         self.count = 0
 
-    def spec(self, **work: Any) -> BatchSpec:
-        """The next batch's spec (numbered in submission order, which is commit order)."""
+    def spec(self, name: str = "", units: int = 0, **work: Any) -> BatchSpec:
+        """The next batch's spec (numbered in submission order, which is commit order), named for its task run."""
         self.count += 1
-        spec = BatchSpec.new(self.count, self.snapshot, **work)
+        spec = BatchSpec.new(self.count, self.snapshot, name=name or f"batch-{self.count}", **work)
         self.batch_ids.add(spec.batch_id)
+        self.units[spec.number] = units
         return spec
 
     def commit(self, staged: StagedBatch, summary: RunSummary) -> None:
@@ -73,13 +80,19 @@ class Run:
             reraise=True,
         )
         polled = retrying(self._commit_once, staged)
-        summary.add(polled, staged.files.rows, staged.talk)
+        summary.add(
+            polled,
+            staged.files.rows,
+            staged.talk,
+            requests=staged.requests,
+            retries=staged.retries,
+            error_codes=staged.error_codes,
+        )
         summary.skipped += staged.skipped
         summary.already_final += staged.already_final
-        rows = sum(staged.files.rows.values())
-        self.log.info(
-            "batch %d committed: %d ids, %d requests, %d rows", staged.number, polled.height, staged.requests, rows
-        )
+        summary.units_done += self.units.pop(staged.number, 0)
+        self.log.info("%s", batch_line(staged, polled.height))
+        self.watch.advanced(summary)
 
     def _commit_once(self, staged: StagedBatch) -> pl.DataFrame:
         self.dataset.renew_lease()  # a writer that lost its lease commits nothing more
@@ -91,6 +104,17 @@ class Run:
             self.dataset.drop_snapshot(self.run_id)
         finally:
             self.dataset.release_lease()
+
+
+def batch_line(staged: StagedBatch, ids: int) -> str:
+    """One readable line per committed batch: ids, requests, retries by cause, rows, seconds."""
+    retries = ", ".join(f"{cause} {n}" for cause, n in sorted(staged.retries.items())) or "none"
+    rows = sum(staged.files.rows.values())
+    name = staged.name or f"batch {staged.number}"
+    return (
+        f"{name} committed: {ids} ids, {staged.requests} requests, retries: {retries}, "
+        f"{rows} rows written, {staged.seconds:.1f} s"
+    )
 
 
 def run_name(log: logging.Logger | logging.LoggerAdapter[Any], run_id: str) -> str:
@@ -107,43 +131,109 @@ def _chunks(values: list[str], size: int) -> Iterator[tuple[str, ...]]:
         yield tuple(values[start : start + size])
 
 
-def poll(settings: RunSettings, submit: Submit, log: Any) -> RunSummary:
+def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None = None) -> RunSummary:
     """The body of `talktime run`: poll every id not final yet, in batches in flight."""
     ids = unique_ids(read_ids(settings.ids_file))
     asyncio.run(export_storage_credentials(settings.out, settings.storage_secret_prefix))
     asyncio.run(check_credentials(settings))
-    run = Run(settings.out, log)
+    if settings.requests_limit:
+        asyncio.run(open_budget(settings.requests_limit))  # a missing limit stops the run before any request
+    run = Run(settings.out, log, watch)
+    summary = RunSummary()
     try:
-        plan = plan_run(run.dataset.ledger, ids, datetime.now(UTC), timedelta(seconds=settings.expire_after_s))
-        summary = RunSummary(already_final=plan.already_final)
+        now = datetime.now(UTC)
+        expire_after = timedelta(seconds=settings.expire_after_s)
+        plan = plan_run(run.dataset.ledger, ids, now, expire_after, settings.refetch)
+        summary.already_final = plan.already_final
+        summary.total_units = len(plan.expired) + len(plan.to_fetch)
+        run.watch.started("ids", summary.total_units)
         if plan.expired:
-            run.commit(stage_outcomes(settings.out, run.spec(), plan.expired), summary)
-        specs = (run.spec(ids=chunk) for chunk in _chunks(plan.to_fetch, settings.batch_size))
+            run.commit(stage_outcomes(settings.out, run.spec("expire", len(plan.expired)), plan.expired), summary)
+        count = -(-len(plan.to_fetch) // settings.batch_size)
+        specs = (
+            run.spec(f"fetch-{n}-of-{count}", len(chunk), ids=chunk, refetch=settings.refetch)
+            for n, chunk in enumerate(_chunks(plan.to_fetch, settings.batch_size), start=1)
+        )
+        repolls = Repolls(settings.max_wait_s)
+        route = RouteCheck(settings)
+
+        def commit(staged: StagedBatch) -> None:
+            route.check(staged)
+            run.commit(staged, summary)
+            summary.waiting = len(repolls)
+
         summary.stopped_early = run_batches(
             specs,
             submit,
-            lambda staged: run.commit(staged, summary),
+            commit,
             in_flight=settings.in_flight,
-            repolls=Repolls(settings.max_wait_s),
-            repoll_spec=lambda due: run.spec(ids=tuple(due), repoll=True),
+            repolls=repolls,
+            repoll_spec=lambda due: run.spec(f"repoll-{run.count + 1}", ids=tuple(due), repoll=True),
             batch_size=settings.batch_size,
         )
+        summary.failure = failure(summary, settings.max_error_share)
     finally:
         close_fetchers()
         run.close()
+        summary.finish()
+        run.watch.finished(summary)
     return summary
 
 
-def ingest(settings: IngestSettings, submit: Submit, log: Any) -> RunSummary:
+class RouteCheck:
+    """Stop before anything is recorded when every id of the first batch answers 404: the URL is wrong.
+
+    A wrong path answers 404 for every id, which would make each a final `not_found`, and the
+    right URL would then skip them all as already final.
+    """
+
+    def __init__(self, settings: RunSettings) -> None:
+        self._pending = settings.check_route
+
+    def check(self, staged: StagedBatch) -> None:
+        if not self._pending or not staged.name.startswith("fetch-"):
+            return
+        self._pending = False
+        statuses = staged.polled["status"]
+        if statuses.len() and staged.requests and (statuses == "not_found").all():
+            raise ConfigurationError(
+                f"every id of the first batch ({statuses.len()}) answered 404, so nothing was recorded: "
+                "check --api-url (the base URL that /transcribe-async/{id} is appended to); "
+                "if these ids really are unknown, run again with --no-route-check"
+            )
+
+
+def failure(summary: RunSummary, max_error_share: float) -> str | None:
+    """Why the run counts as failed, else None: the API stayed down, or more than `max_error_share` of
+    the ids ended in an `error` that stays pending (ids that are not UUIDs are final rows, not failures)."""
+    if summary.stopped_early:
+        return f"stopped early: {summary.stopped_early}"
+    errors, ids = summary.retryable_errors, summary.ids
+    if ids and errors / ids > max_error_share:
+        codes = ", ".join(f"{code} {n}" for code, n in summary.error_codes.most_common(3) if code != NEVER_SENT)
+        share = f"{errors / ids:.0%}, more than {max_error_share:.0%}"
+        return f"{errors} of {ids} ids ended in error ({share}; they stay pending)" + (f": {codes}" if codes else "")
+    return None
+
+
+def ingest(settings: IngestSettings, submit: Submit, log: Any, watch: Watcher | None = None) -> RunSummary:
     """The body of `talktime ingest`: read the inputs slice by slice, in batches in flight."""
+    slices = list(plan_slices(settings.inputs, settings.batch_size))  # byte ranges only: nothing decoded
     asyncio.run(export_storage_credentials(settings.out, settings.storage_secret_prefix))
-    run = Run(settings.out, log)
-    summary = RunSummary()
+    run = Run(settings.out, log, watch)
+    summary = RunSummary(unit="bytes")
     try:
-        specs = (run.spec(segments=chunk) for chunk in plan_slices(settings.inputs, settings.batch_size))
+        summary.total_units = sum(segments_bytes(chunk) for chunk in slices)
+        run.watch.started("bytes", summary.total_units)
+        specs = (
+            run.spec(f"read-{n}-of-{len(slices)}", segments_bytes(chunk), segments=chunk)
+            for n, chunk in enumerate(slices, start=1)
+        )
         run_batches(specs, submit, lambda staged: run.commit(staged, summary), in_flight=settings.in_flight)
     finally:
         run.close()
+        summary.finish()
+        run.watch.finished(summary)
     if summary.skipped:
         shown = "; ".join(summary.skipped[:20])
         log.warning("skipped %d unreadable input records: %s", len(summary.skipped), shown)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from flows.storage.status import OutputStatus
 
 TABLE_NAMES = ("transcriptions", "speaker_metrics", "transcript_items", "rejected_items")
 
@@ -21,13 +26,52 @@ class RunSummary:
     stopped_early: str | None = None
     skipped: list[str] = field(default_factory=list)
     talk: list[pl.DataFrame] = field(default_factory=list)
+    requests: int = 0
+    retries: Counter[str] = field(default_factory=Counter)  # retried requests by cause
+    error_codes: Counter[str] = field(default_factory=Counter)  # ids that ended in `error`, by code
+    unit: str = "ids"  # what progress counts: ids (run), bytes (ingest)
+    total_units: int = 0
+    units_done: int = 0
+    waiting: int = 0  # ongoing ids waiting in the re-poll queue
+    started: float = field(default_factory=time.monotonic)
+    seconds: float | None = None  # the run's duration, once over
+    failure: str | None = None  # why the run failed (error threshold, API down), counts only
+    dataset: OutputStatus | None = None  # the whole output after the run (not only this run)
 
-    def add(self, polled: pl.DataFrame, rows: dict[str, int], talk: pl.DataFrame) -> None:
-        """Account for one committed batch: the polled ids' statuses, rows written, talk by speaker."""
+    def add(
+        self,
+        polled: pl.DataFrame,
+        rows: dict[str, int],
+        talk: pl.DataFrame,
+        *,
+        requests: int = 0,
+        retries: dict[str, int] | None = None,
+        error_codes: dict[str, int] | None = None,
+    ) -> None:
+        """Account for one committed batch: the polled ids' statuses, rows written, talk by speaker, requests."""
         self.batches += 1
-        self.polled.append(polled.select("transcription_id", "status"))
+        self.polled.append(polled.select("transcription_id", "status", "final"))
         self.rows.update(rows)
         self.talk.append(talk)
+        self.requests += requests
+        self.retries.update(retries or {})
+        self.error_codes.update(error_codes or {})
+
+    def finish(self) -> None:
+        self.seconds = time.monotonic() - self.started
+
+    @property
+    def ids(self) -> int:
+        """Distinct ids this run polled or expired."""
+        return sum(self.statuses.values())
+
+    @property
+    def retryable_errors(self) -> int:
+        """Ids this run left in `error` that stay pending (the API gave no usable answer; not `invalid_id`)."""
+        if not self.polled:
+            return 0
+        latest = pl.concat(self.polled).unique(subset="transcription_id", keep="last")
+        return latest.filter((pl.col("status") == "error") & ~pl.col("final")).height
 
     @property
     def statuses(self) -> Counter[str]:
@@ -57,22 +101,101 @@ class RunSummary:
         ).sort("speaker")
 
     def as_dict(self) -> dict[str, object]:
-        """A JSON-friendly summary."""
+        """A JSON-friendly summary (`--json`)."""
+        from flows.storage.status import status_dict
+
         return {
-            "statuses": dict(self.statuses),
-            "rows": dict(self.rows),
+            "statuses": dict(sorted(self.statuses.items())),
+            "error_codes": dict(sorted(self.error_codes.items())),
+            "rows": {table: self.rows.get(table, 0) for table in TABLE_NAMES},
             "batches": self.batches,
+            "requests": self.requests,
+            "retries": dict(sorted(self.retries.items())),
             "already_final": self.already_final,
             "stopped_early": self.stopped_early,
             "skipped_inputs": len(self.skipped),
+            "seconds": None if self.seconds is None else round(self.seconds, 3),
+            "failure": self.failure,
+            "dataset": None if self.dataset is None else status_dict(self.dataset),
         }
+
+    def lines(self) -> list[str]:
+        """The run in a few readable lines (the flow's log; never transcript text)."""
+        statuses = ", ".join(f"{status} {n}" for status, n in sorted(self.statuses.items())) or "none"
+        lines = [f"outcomes of {self.ids} ids: {statuses}"]
+        if self.error_codes:
+            lines.append("error codes: " + ", ".join(f"{c} {n}" for c, n in self.error_codes.most_common()))
+        lines.append("rows written: " + ", ".join(f"{t} {self.rows.get(t, 0)}" for t in TABLE_NAMES))
+        retries = ", ".join(f"{c} {n}" for c, n in sorted(self.retries.items())) or "none"
+        lines.append(f"{self.batches} batches, {self.requests} requests, retries: {retries}")
+        if self.already_final:
+            lines.append(f"already final from earlier runs (not fetched again): {self.already_final}")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} unreadable input records")
+        if self.stopped_early:
+            lines.append(f"stopped early: {self.stopped_early}")
+        if self.seconds is not None:
+            lines.append(f"duration: {self.seconds:.1f} s")
+        return lines
 
 
 def summary_markdown(summary: RunSummary, out: str) -> str:
-    """The run summary as the Markdown of a Prefect artifact."""
-    lines = [f"- **{status}**: {n}" for status, n in sorted(summary.statuses.items())]
-    stopped = f"\n\nStopped early: {summary.stopped_early}" if summary.stopped_early else ""
-    return f"# talktime run\n\nOutput: `{out}`\n\n" + "\n".join(lines) + stopped
+    """The run summary as the Markdown of a Prefect artifact: this run, then the whole output."""
+    from flows.storage.status import status_lines
+
+    failed = f"**Failed:** {summary.failure}\n\n" if summary.failure else ""
+    run = "\n".join(f"- {line}" for line in summary.lines())
+    dataset = "" if summary.dataset is None else "\n".join(f"- {line}" for line in status_lines(summary.dataset))
+    talk = (
+        ""
+        if summary.dataset is None or summary.dataset.talk_by_speaker is None
+        else "\n\n" + _markdown_table(summary.dataset.talk_by_speaker)
+    )
+    whole = f"\n\n## The whole output\n\n{dataset}{talk}" if dataset else ""
+    return f"# talktime run\n\nOutput: `{out}`\n\n{failed}## This run\n\n{run}{whole}\n"
+
+
+def summary_rows(summary: RunSummary) -> list[dict[str, object]]:
+    """The end-of-run table artifact: one row per figure (section, name, value)."""
+    rows: list[dict[str, object]] = []
+
+    def add(section: str, name: str, value: object) -> None:
+        rows.append({"section": section, "name": name, "value": value})
+
+    for status, n in sorted(summary.statuses.items()):
+        add("outcomes (this run)", status, n)
+    for code, n in summary.error_codes.most_common():
+        add("error codes (this run)", code, n)
+    for table in TABLE_NAMES:
+        add("rows written (this run)", table, summary.rows.get(table, 0))
+    add("run", "batches", summary.batches)
+    add("run", "requests", summary.requests)
+    for cause, n in sorted(summary.retries.items()):
+        add("run", f"retries: {cause}", n)
+    add("run", "already final (skipped)", summary.already_final)
+    add("run", "duration (s)", None if summary.seconds is None else round(summary.seconds, 1))
+    if summary.failure:
+        add("run", "failed", summary.failure)
+    dataset = summary.dataset
+    if dataset is not None:
+        for status, n in sorted(dataset.ids_by_status.items()):
+            add("the whole output", f"ids {status}", n)
+        add("the whole output", "pending", dataset.pending)
+        add("the whole output", "expiring within the hour", dataset.expiring_within)
+        add("the whole output", "next to expire", _iso(dataset.next_to_expire))
+        if dataset.talk_by_speaker is not None:
+            for speaker, minutes, share in dataset.talk_by_speaker.select("speaker", "talk_minutes", "share").rows():
+                add("talk time (the whole output)", speaker, f"{minutes} min ({share:.1%})")
+    return rows
+
+
+def _iso(value: object) -> object:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _markdown_table(frame: pl.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width
+    return header + "".join("\n| " + " | ".join(str(v) for v in row) + " |" for row in frame.rows())
 
 
 def print_summary(summary: RunSummary, out: str) -> None:

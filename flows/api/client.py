@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -18,6 +20,7 @@ import httpx
 
 from flows import jsontext
 from flows.api.auth import Auth
+from flows.api.budget import RequestsBudget
 from flows.api.ratelimit import RateLimiter
 from flows.api.reply import Reply, exchange
 from flows.api.retry import RetryPolicy, Sleep, parse_retry_after
@@ -68,6 +71,24 @@ def make_http_clients(*, concurrency: int = DEFAULT_CONCURRENCY) -> list[httpx.A
 
 
 @dataclass
+class FetchStats:
+    """What one `fetch_many` call cost: requests sent, and retries by cause (rate_limited, server_error, ...)."""
+
+    requests: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
+
+
+# The stats of the `fetch_many` call a request belongs to (its tasks inherit the context).
+_stats: ContextVar[FetchStats | None] = ContextVar("talktime_fetch_stats", default=None)
+
+
+def _count_retry(error: BaseException) -> None:
+    stats = _stats.get()
+    if stats is not None:
+        stats.retries[getattr(error, "cause", type(error).__name__)] += 1
+
+
+@dataclass
 class ClientOptions:
     """Tunables of the API client (defaults are the DEFAULT_* constants)."""
 
@@ -92,6 +113,7 @@ class TranscriptionClient:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        budget: RequestsBudget | None = None,
     ) -> None:
         self._pools = [http] if isinstance(http, httpx.AsyncClient) else list(http)
         self._http = self._pools[0]  # for the OAuth token endpoint
@@ -102,13 +124,18 @@ class TranscriptionClient:
         self._slots = asyncio.Semaphore(options.concurrency)
         self._limiter = RateLimiter(options.rate_limit_per_s, clock=clock, sleep=sleep)
         self._failing_since: float | None = None
+        self._budget = budget
         self.requests_sent = 0
 
-    async def fetch_many(self, ids: Iterable[str]) -> tuple[list[Outcome], ApiUnavailableError | None]:
+    async def fetch_many(
+        self, ids: Iterable[str], stats: FetchStats | None = None
+    ) -> tuple[list[Outcome], ApiUnavailableError | None]:
         """Outcomes for distinct ids (in first-seen order), and the error that stopped the run early.
 
         When the API stays down, the ids not yet answered get no outcome: they stay pending.
+        `stats`, if given, counts this call's requests and retries.
         """
+        _stats.set(stats)
         unique = unique_ids(ids)
         tasks = [asyncio.ensure_future(self.fetch(i)) for i in unique]
         try:
@@ -138,7 +165,7 @@ class TranscriptionClient:
     async def _fetch_retried(self, tid: str) -> Outcome:
         version = self._options.api_version
         try:
-            async for attempt in self._options.retry.retrying(self._sleep):
+            async for attempt in self._options.retry.retrying(self._sleep, _count_retry):
                 with attempt:
                     outcome = await self._get_outcome(tid)
         except TransientApiError as exc:
@@ -175,6 +202,8 @@ class TranscriptionClient:
 
     async def _send(self, tid: str) -> Reply:
         url = f"{self._options.api_url.rstrip('/')}/transcribe-async/{tid}"
+        if self._budget is not None:
+            await self._budget.take()
         async with self._slots:
             await self._limiter.acquire()
             headers = {
@@ -184,6 +213,9 @@ class TranscriptionClient:
             }
             pool = self._pools[self.requests_sent % len(self._pools)]
             self.requests_sent += 1
+            stats = _stats.get()
+            if stats is not None:
+                stats.requests += 1
             options = self._options
             return await exchange(
                 pool, url, headers, max_bytes=options.max_response_bytes, deadline_s=options.request_deadline_s

@@ -38,9 +38,11 @@ async def exchange(
             async with pool.stream("GET", url, headers=headers) as response:
                 content = await _read_body(response, max_bytes)
     except TimeoutError:  # asyncio.timeout's: httpx's own timeouts are no TimeoutError
-        raise TransientApiError(f"deadline exceeded ({deadline_s:g} s for the whole request)") from None
+        raise TransientApiError(
+            f"deadline exceeded ({deadline_s:g} s for the whole request)", network="timeout"
+        ) from None
     except httpx.TimeoutException as exc:
-        raise TransientApiError(f"timeout ({type(exc).__name__})") from None
+        raise TransientApiError(f"timeout ({type(exc).__name__})", network="timeout") from None
     except httpx.TransportError as exc:
         raise TransientApiError(f"transport error ({type(exc).__name__})") from None
     return Reply(response.status_code, response.headers, content, headers["Authorization"])

@@ -53,9 +53,16 @@ class RetryPolicy:
         retry_after = getattr(error, "retry_after", None) or 0.0
         return max(backoff, min(retry_after, self.max_retry_wait_s))
 
-    def retrying(self, sleep: Sleep) -> AsyncRetrying:
-        """A tenacity controller retrying TransientApiError under this policy."""
+    def retrying(self, sleep: Sleep, on_retry: Callable[[BaseException], None] | None = None) -> AsyncRetrying:
+        """A tenacity controller retrying TransientApiError under this policy; `on_retry(error)` before each wait."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            if on_retry is not None and error is not None:
+                on_retry(error)
+
         return AsyncRetrying(
+            before_sleep=before_sleep,
             retry=retry_if_exception_type(TransientApiError),
             stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.max_retry_wait_s),
             wait=self.wait_seconds,

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import httpx
 
 from flows.api.auth import Auth
-from flows.api.client import ClientOptions, TranscriptionClient, make_http_clients
+from flows.api.budget import RequestsBudget, open_budget
+from flows.api.client import ClientOptions, FetchStats, TranscriptionClient, make_http_clients
 from flows.api.retry import RetryPolicy
 from flows.errors import ApiUnavailableError
 from flows.outcomes import Outcome
@@ -54,19 +55,20 @@ class Fetcher:
 
     async def _open(self, settings: RunSettings) -> TranscriptionClient:
         auth: Auth = await auth_for(settings)
+        budget: RequestsBudget | None = None
+        if settings.requests_limit:
+            budget = await open_budget(settings.requests_limit)
         self._http = make_http_clients(concurrency=settings.concurrency)
-        return TranscriptionClient(self._http, client_options(settings), auth)
+        return TranscriptionClient(self._http, client_options(settings), auth, budget=budget)
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def fetch_many(self, ids: list[str]) -> tuple[list[Outcome], ApiUnavailableError | None]:
+    def fetch_many(
+        self, ids: list[str], stats: FetchStats | None = None
+    ) -> tuple[list[Outcome], ApiUnavailableError | None]:
         """One poll of each id (blocking the calling thread); see TranscriptionClient.fetch_many."""
-        return self._call(self._client.fetch_many(ids))
-
-    @property
-    def requests_sent(self) -> int:
-        return self._client.requests_sent
+        return self._call(self._client.fetch_many(ids, stats))
 
     def close(self) -> None:
         """Close the connections and stop the loop."""

@@ -1,4 +1,4 @@
-"""The `talktime` command line: emulator, run, ingest, demo."""
+"""The `talktime` command line: run, ingest, status, compact, verify, webhook, emulator, demo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from flows.cli.commands import COMMANDS, build_parser
+from flows.cli.commands import COMMANDS, build_parser, configure_console
 
 # Before anything imports prefect: no telemetry, nothing leaves loopback, no input hashing.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -18,18 +18,37 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `talktime` console script."""
+    """Entry point of the `talktime` console script.
+
+    Exit status: 0 done, 1 the run failed (stopped early, or too many ids ended in `error`; for
+    `verify`, problems found), 2 a configuration, credential or storage error (one line on
+    stderr), 3 an unexpected error (its type and place; `--debug` shows the traceback), 130
+    interrupted.
+    """
     parser: argparse.ArgumentParser = build_parser()
     args = parser.parse_args(argv)
-    from flows.errors import PipelineError
+    configure_console(args)  # before anything imports prefect
+    from flows.errors import PipelineError, raised_at
 
     try:
         return COMMANDS[args.command](args)
-    except PipelineError as exc:
-        print(f"talktime: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except PipelineError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"talktime: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        # the message is withheld: an unexpected error may quote transcript text
+        print(
+            f"talktime: unexpected error: {type(exc).__name__} at {raised_at(exc)};"
+            " run again with --debug for the traceback",
+            file=sys.stderr,
+        )
+        return 3
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ from flows.settings import (
     DEFAULT_INGEST_BATCH_SIZE,
     DEFAULT_INGEST_IN_FLIGHT,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_ERROR_SHARE,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_WAIT_S,
     DEFAULT_REQUEST_DEADLINE_S,
@@ -30,16 +33,43 @@ from flows.settings import (
     IngestSettings,
     RunSettings,
 )
-from flows.summary import print_summary
+from flows.summary import RunSummary, print_summary
 
 if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
+
     from flows.emulator.app import Faults
     from flows.emulator.oauth import OAuthServer
-    from flows.summary import RunSummary
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
 TABLE_NAMES = ("transcriptions", "speaker_metrics", "transcript_items", "rejected_items")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], (), argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _output_options(json_summary: bool = True) -> argparse.ArgumentParser:
+    """--quiet, --log-level, --debug (and --json): shared by the commands that run a job."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no log lines: errors and the result")
+    g.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="level of Prefect's and talktime's log lines (default INFO)",
+    )
+    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    if json_summary:
+        g.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    return p
 
 
 def _add_fault_options(p: argparse.ArgumentParser) -> None:
@@ -122,6 +152,71 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_REQUEST_DEADLINE_S,
         help="longest one request may take, body included (e.g. 90s, 2m; default 2m); then it is retried",
     )
+    p.add_argument(
+        "--max-error-share",
+        type=float,
+        default=DEFAULT_MAX_ERROR_SHARE,
+        metavar="SHARE",
+        help="the run fails (exit 1) when more than this share (0-1) of the ids it polled end in `error`",
+    )
+    p.add_argument(
+        "--refetch",
+        type=_statuses,
+        default=(),
+        metavar="STATUS[,STATUS]",
+        help="poll again the ids whose recorded outcome is one of these final statuses "
+        "(succeeded, failed, not_found, expired), e.g. not_found after a wrong --api-url",
+    )
+    p.add_argument(
+        "--no-route-check",
+        dest="check_route",
+        action="store_false",
+        help="do not stop when every id of the first batch answers 404 (by default: exit 2, nothing recorded)",
+    )
+    p.add_argument(
+        "--requests-limit",
+        metavar="NAME",
+        help="a Prefect global concurrency limit with slot decay shared by every run against this API: "
+        "each request takes a slot (needs a Prefect server; see README)",
+    )
+
+
+REFETCHABLE = ("succeeded", "failed", "not_found", "expired")
+
+
+def _statuses(text: str) -> tuple[str, ...]:
+    statuses = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [status for status in statuses if status not in REFETCHABLE]
+    if unknown or not statuses:
+        raise argparse.ArgumentTypeError(f"not final statuses: {text!r} (choose from {', '.join(REFETCHABLE)})")
+    return statuses
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("talktime")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+def configure_console(args: argparse.Namespace) -> None:
+    """Log levels and the progress bar, from --quiet/--log-level/--json (before prefect is imported).
+
+    On a terminal, `run`, `ingest` and `demo` show a progress bar and only Prefect's warnings and
+    errors; elsewhere (CI, a worker, a pipe) they print the per-batch log lines instead.
+    """
+    if getattr(args, "log_level", None):
+        os.environ["PREFECT_LOGGING_LEVEL"] = args.log_level
+    quiet = getattr(args, "quiet", False)
+    bar = args.command in ("run", "ingest", "demo") and not quiet and sys.stderr.isatty()
+    if quiet or bar:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "ERROR" if quiet else "WARNING"
+    if bar:
+        from flows.progress import ProgressBar, add_terminal_watcher
+
+        add_terminal_watcher(ProgressBar(f"talktime {'ingest' if args.command == 'ingest' else 'run'}"))
 
 
 def parse_duration(text: str) -> float:
@@ -136,10 +231,34 @@ def parse_duration(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(prog="talktime", description="Talk-time analytics from medical transcriptions.")
+    parser = argparse.ArgumentParser(
+        prog="talktime",
+        description="Talk-time analytics from medical transcriptions.",
+        epilog="exit status: 0 done, 1 the run failed (stopped early, too many errors; verify: problems found), "
+        "2 configuration, credential or storage error, 3 unexpected error, 130 interrupted",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    job = _output_options()
 
-    emu = sub.add_parser("emulator", help="serve the local API emulator")
+    def add(
+        name: str,
+        text: str,
+        parents: tuple[argparse.ArgumentParser, ...] = (),
+        description: str | None = None,
+        epilog: str | None = None,
+    ) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=text,
+            description=description or text,
+            epilog=epilog,
+            parents=list(parents),
+            formatter_class=_HelpFormatter,
+        )
+
+    emu = add("emulator", "serve the local API emulator")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=8765)
     emu.add_argument("--data", nargs="*", default=[], help=".json/.ndjson responses or folders of them")
@@ -161,21 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--token-ttl", type=float, default=3600.0, help="lifetime of issued access tokens (s)")
     _add_fault_options(emu)
 
-    run = sub.add_parser("run", help="poll the API for every id and write the datasets")
+    run = add("run", "poll the API for every id and write the datasets", (job,))
     _add_run_options(run)
 
-    ing = sub.add_parser("ingest", help="read saved responses or webhook events (no network)")
+    ing = add("ingest", "read saved responses or webhook events (no network)", (job,))
     ing.add_argument("--input", nargs="+", required=True, help=".json/.ndjson files or folders")
     ing.add_argument("--out", required=True, help="output directory")
     ing.add_argument("--batch-size", type=int, default=DEFAULT_INGEST_BATCH_SIZE, help="records per batch")
     ing.add_argument("--in-flight", type=int, default=DEFAULT_INGEST_IN_FLIGHT, help="batches read ahead of the commit")
 
-    comp = sub.add_parser("compact", help="merge each partition's small files (readers see the same rows)")
+    comp = add("compact", "merge each partition's small files (readers see the same rows)", (job,))
     comp.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
 
-    ver = sub.add_parser(
+    ver = add(
         "verify",
-        help="check the ledger against the data files (missing, extra, duplicated rows); --repair fixes them",
+        "check the ledger against the data files (missing, extra, duplicated rows); --repair fixes them",
+        (job,),
         description="Check the ledger against the data files of every table: ids whose rows are missing, "
         "rows the ledger does not name as current (extra), rows repeated in an id's current batch "
         "(duplicated), unreadable files, a missing or unreadable ledger. Prints ids and file paths, never "
@@ -191,7 +311,23 @@ def build_parser() -> argparse.ArgumentParser:
         "rewrite files without extra or duplicated rows and quarantine unreadable ones, in one crash-safe commit",
     )
 
-    hook = sub.add_parser("webhook", help="receive the vendor's webhook events into a landing folder")
+    stat = add(
+        "status",
+        "what an output holds: ids by status, pending, next to expire, files per table, last commit",
+        (job,),
+        description="What an output holds, read-only (no lease taken): ids by status, pending ids, the oldest "
+        "pending, the next to expire, files and rows per table, the last commit, the writer holding the lease, "
+        "talk time by speaker over the whole output.",
+    )
+    stat.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
+    stat.add_argument(
+        "--expire-after",
+        type=parse_duration,
+        default=parse_duration("24h"),
+        help="the runs' --expire-after, to say when pending ids expire (default 24h)",
+    )
+
+    hook = add("webhook", "receive the vendor's webhook events into a landing folder")
     hook.add_argument("--host", default="127.0.0.1")
     hook.add_argument("--port", type=int, default=8766)
     hook.add_argument("--landing", required=True, help="folder where events land as NDJSON files")
@@ -200,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-mb", type=float, metavar="MB", help="refuse event bodies over this many MiB with 413 (default 16)"
     )
 
-    demo = sub.add_parser("demo", help="run the whole pipeline on the bundled sample via the emulator")
+    demo = add("demo", "run the whole pipeline on the bundled sample via the emulator", (job,))
     demo.add_argument("--out", default="data/output", help="output directory (its tables are rewritten)")
     demo.add_argument("--samples", default=str(DEFAULT_SAMPLES), help="the sample folder")
     return parser
@@ -274,6 +410,10 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
         request_deadline_s=args.request_deadline,
         oauth_client_id=args.oauth_client_id,
         private_key_file=args.private_key_file,
+        max_error_share=args.max_error_share,
+        refetch=args.refetch,
+        check_route=args.check_route,
+        requests_limit=args.requests_limit,
     )
 
 
@@ -288,8 +428,8 @@ def ingest_settings(args: argparse.Namespace) -> IngestSettings:
 
 def _check_output(out: str) -> None:
     """One clean line, before Prefect starts a flow run, when a local output cannot be written:
-    another writer holds it, or its ledger is unreadable. (The run checks both again itself; on
-    object storage only the run does, after Prefect has started.)
+    it is a file, another writer holds it, or its ledger is unreadable. (The run checks again
+    itself; on object storage only the run does, and a failure is one line there too.)
     """
     if "://" in out:
         return
@@ -297,34 +437,69 @@ def _check_output(out: str) -> None:
     from flows.storage.ledger import LEDGER_PATH, read_ledger
     from flows.storage.store import Store
 
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigurationError(f"--out {out} is a file, not a directory")
+    if not path.exists() and not _creatable(path):
+        raise ConfigurationError(f"--out {out} cannot be created (its parent is not a writable directory)")
     store = Store(out)
     Lease(store, "check").refuse_if_held()
     if store.exists(LEDGER_PATH):
         read_ledger(store)
 
 
-def _run(args: argparse.Namespace) -> RunSummary:
-    from flows.pipeline import run_flow
+def _creatable(path: Path) -> bool:
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    return parent is not None and parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+
+
+def _run(args: argparse.Namespace) -> State:
+    """`talktime run`'s checks, then the flow (its final state)."""
+    from flows.inputs import read_ids
 
     settings = run_settings(args)
+    read_ids(settings.ids_file)  # a missing or unreadable manifest: one line now, not after Prefect starts
     _check_output(settings.out)
-    return run_flow(settings)
+    from flows.pipeline import run_flow
+
+    return run_flow(settings, return_state=True)
+
+
+def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
+    """Print the run's result and give the exit status: 0 done, 1 failed (its reason on stderr).
+
+    A configuration, credential or storage error found inside the flow is raised (exit 2).
+    """
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    if not isinstance(result, RunSummary):
+        raise RuntimeError(f"the flow ended {state.type.value} without a summary")
+    if getattr(args, "json", False):
+        print(json.dumps({"out": out, "state": state.type.value, **result.as_dict()}, default=str))
+    elif getattr(args, "quiet", False):
+        print(f"talktime: {result.lines()[0]}")
+    else:
+        print_summary(result, out)
+    if result.failure:
+        print(f"talktime: the run failed: {result.failure}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    summary = _run(args)
-    print_summary(summary, str(args.out))
-    return 1 if summary.stopped_early else 0
+    return _outcome(_run(args), args, str(args.out))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from flows.pipeline import ingest_flow
+    from flows.inputs import plan_slices
 
     settings = ingest_settings(args)
+    next(plan_slices(settings.inputs, 1), None)  # a missing input: one line now, not after Prefect starts
     _check_output(settings.out)
-    summary = ingest_flow(settings)
-    print_summary(summary, str(args.out))
-    return 0
+    from flows.pipeline import ingest_flow
+
+    return _outcome(ingest_flow(settings, return_state=True), args, str(args.out))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -341,17 +516,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
         demo_args = build_parser().parse_args(
             ["run", "--api-url", server.api_url, "--ids", str(samples / "ids.txt"), "--out", str(out),
              "--api-key", config.api_key, "--batch-size", "25", "--max-wait", "3"]
+            + (["--quiet"] if args.quiet else [])
         )  # fmt: skip
-        summary = _run(demo_args)
-    print_summary(summary, str(out))
-    return 1 if summary.stopped_early else 0
+        state = _run(demo_args)
+    return _outcome(state, args, str(out))
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from flows.storage.compact import compact
+    from flows.storage.verify import open_store
 
+    open_store(str(args.out))  # nothing there: say so, rather than "0 files -> 0"
     before, after = compact(str(args.out))
-    print(f"talktime compact: {before} data files -> {after}")
+    if getattr(args, "json", False):
+        print(json.dumps({"out": str(args.out), "files_before": before, "files_after": after}))
+    else:
+        print(f"talktime compact: {before} data files -> {after}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from flows.storage.status import output_status, status_dict, status_lines
+
+    status = output_status(str(args.out), expire_after_s=args.expire_after)
+    if args.json:
+        print(json.dumps(status_dict(status), default=str))
+    else:
+        print("\n".join(status_lines(status)))
     return 0
 
 
@@ -393,4 +584,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "webhook": cmd_webhook,
     "compact": cmd_compact,
     "verify": cmd_verify,
+    "status": cmd_status,
 }

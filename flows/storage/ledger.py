@@ -195,12 +195,18 @@ class Plan:
     already_final: int
 
 
-def plan_run(ledger: pl.DataFrame, ids: list[str], now: datetime, expire_after: timedelta) -> Plan:
-    """Skip final ids, expire ids pending too long, fetch the rest (manifest order kept)."""
+def plan_run(
+    ledger: pl.DataFrame, ids: list[str], now: datetime, expire_after: timedelta, refetch: Sequence[str] = ()
+) -> Plan:
+    """Skip final ids, expire ids pending too long, fetch the rest (manifest order kept).
+
+    Ids whose final status is in `refetch` are fetched again (never expired: they were answered).
+    """
     manifest = pl.DataFrame({"transcription_id": ids}, schema={"transcription_id": pl.String()})
     known = manifest.join(ledger, on="transcription_id", how="left", maintain_order="left")
-    final = pl.col("final").fill_null(False)
-    expired = ~final & (pl.col("first_seen_at") < now - expire_after).fill_null(False)
+    refetched = pl.col("final").fill_null(False) & pl.col("status").is_in(list(refetch))
+    final = pl.col("final").fill_null(False) & ~refetched
+    expired = ~final & ~refetched & (pl.col("first_seen_at") < now - expire_after).fill_null(False)
     expired_rows = known.filter(expired).select("transcription_id", "status").iter_rows()
     return Plan(
         to_fetch=known.filter(~final & ~expired)["transcription_id"].to_list(),

@@ -11,7 +11,7 @@ from flows.summary import RunSummary
 def polled(rows: list[tuple[str, str]]) -> pl.DataFrame:
     return pl.DataFrame(
         {"transcription_id": [r[0] for r in rows], "status": [r[1] for r in rows],
-         "final": [False] * len(rows), "written": [True] * len(rows)},
+         "final": [r[1] != "ongoing" for r in rows], "written": [True] * len(rows)},
         schema=POLLED_SCHEMA,
     )  # fmt: skip
 
