@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress, TaskID
 
     from flows.summary import RunSummary
@@ -98,8 +99,9 @@ class ArtifactWatcher:
 class ProgressBar:
     """A rich progress bar on stderr: done/total, rate, ETA, batches, retries and 429s so far."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, console: Console | None = None) -> None:
         self._label = label
+        self._console = console
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
@@ -127,7 +129,7 @@ class ProgressBar:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[notes]}"),
-            console=Console(file=sys.stderr),
+            console=self._console or Console(file=sys.stderr),
             transient=False,
         )
         self._progress.start()

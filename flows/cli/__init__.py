@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser: argparse.ArgumentParser = build_parser()
     args = parser.parse_args(argv)
     configure_console(args)  # before anything imports prefect
-    from flows.errors import PipelineError, raised_at
+    from flows.errors import PipelineError, WithheldError, raised_at
 
     try:
         return COMMANDS[args.command](args)
@@ -42,12 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if getattr(args, "debug", False):
             raise
-        # the message is withheld: an unexpected error may quote transcript text
-        print(
-            f"talktime: unexpected error: {type(exc).__name__} at {raised_at(exc)};"
-            " run again with --debug for the traceback",
-            file=sys.stderr,
-        )
+        # an unexpected error's message may quote transcript text: only its type and place are shown
+        what = str(exc) if isinstance(exc, WithheldError) else f"{type(exc).__name__} at {raised_at(exc)}"
+        print(f"talktime: unexpected error: {what}; run again with --debug for the traceback", file=sys.stderr)
         return 3
 
 

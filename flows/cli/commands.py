@@ -259,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     emu = add("emulator", "serve the local API emulator")
-    emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=8765)
+    emu.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    emu.add_argument("--port", type=int, default=8765, help="port to listen on")
     emu.add_argument("--data", nargs="*", default=[], help=".json/.ndjson responses or folders of them")
     emu.add_argument("--synthetic", type=int, default=0, metavar="N", help="also serve N synthetic transcripts")
     emu.add_argument("--seed", type=int, default=0, help="seed of synthetic data and of faults")
@@ -328,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     hook = add("webhook", "receive the vendor's webhook events into a landing folder")
-    hook.add_argument("--host", default="127.0.0.1")
-    hook.add_argument("--port", type=int, default=8766)
+    hook.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    hook.add_argument("--port", type=int, default=8766, help="port to listen on")
     hook.add_argument("--landing", required=True, help="folder where events land as NDJSON files")
     hook.add_argument("--secret-env", required=True, help="name of the environment variable holding the secret")
     hook.add_argument(
