@@ -183,9 +183,7 @@ def test_an_unexpected_error_in_a_batch_never_carries_its_message_into_logs_or_s
             return [str(r.state.message) for r in runs if r.state is not None]
 
     captured = capsys.readouterr()
-    everything = "\n".join(
-        [captured.out, captured.err, caplog.text, *asyncio.run(task_run_messages())]
-    )
+    everything = "\n".join([captured.out, captured.err, caplog.text, *asyncio.run(task_run_messages())])
     assert "unexpected error: UnicodeEncodeError at " in captured.err  # the failure is reported, by its type
     assert "message withheld" in captured.err
     assert SECRET_TEXT not in everything
