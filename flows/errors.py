@@ -116,11 +116,11 @@ def withheld(exc: BaseException) -> WithheldError:
 
 @contextmanager
 def withholding_messages() -> Iterator[None]:
-    """Let PipelineErrors through; replace any other exception by a WithheldError, with no chain."""
+    """Let PipelineErrors (and errors already withheld) through; replace any other by a WithheldError, unchained."""
     try:
         yield
         return
-    except PipelineError:
+    except (PipelineError, WithheldError):
         raise
     except Exception as exc:
         error = withheld(exc)
