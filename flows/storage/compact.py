@@ -14,6 +14,7 @@ deleted (see `flows.storage.commit`, step 3); `read_table` never does.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import polars as pl
 
@@ -56,16 +57,25 @@ def _compact_partition(lease: Lease, date: str, files: dict[str, list[str]], led
     return ledger
 
 
-def compact(out: str, *, run: str = "talktime compact") -> tuple[int, int]:
-    """Merge every partition that has more than one file in a table; (files before, files after)."""
+def compact(
+    out: str, *, run: str = "talktime compact", progress: Callable[[int, int], None] | None = None
+) -> tuple[int, int]:
+    """Merge every partition that has more than one file in a table; (files before, files after).
+
+    `progress(done, total)` is told the partitions to merge, then each one merged.
+    """
     store = Store(out)
     with Lease(store, run) as lease:
         recover(store, lease)
         ledger = load_ledger(store)
         found = partitions(store)
         before = sum(len(paths) for tables in found.values() for paths in tables.values())
-        for date, files in sorted(found.items()):
-            if any(len(paths) > 1 for paths in files.values()):
-                ledger = _compact_partition(lease, date, files, ledger)
+        todo = [(date, files) for date, files in sorted(found.items()) if any(len(p) > 1 for p in files.values())]
+        for done, (date, files) in enumerate(todo):
+            if progress is not None:
+                progress(done, len(todo))
+            ledger = _compact_partition(lease, date, files, ledger)
+        if progress is not None:
+            progress(len(todo), len(todo))
         after = sum(len(paths) for tables in partitions(store).values() for paths in tables.values())
     return before, after

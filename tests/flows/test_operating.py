@@ -382,3 +382,19 @@ def test_the_progress_bar_shows_counts_retries_and_429s() -> None:
     bar.finished(summary)
     shown = screen.getvalue()
     assert "4/10" in shown and "retries 5" in shown and "429s 3" in shown
+
+
+def test_compact_reports_its_partitions_as_it_goes(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from flows.outcomes import Outcome
+    from flows.storage.compact import compact
+    from tests.helpers import commit_outcomes, item
+
+    out = str(tmp_path / "out")
+    for n in range(3):  # three batches of one partition: three files per table
+        tid = f"00000000-0000-4000-8000-00000000000{n}"
+        commit_outcomes(out, [Outcome(tid, "succeeded", datetime.now(UTC), items=[item("doctor", 0, 10)])])
+    calls: list[tuple[int, int]] = []
+    assert compact(out, progress=lambda done, total: calls.append((done, total))) == (12, 4)
+    assert calls == [(0, 1), (1, 1)]
