@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
     from flows.emulator.app import Faults
     from flows.emulator.oauth import OAuthServer
+    from flows.storage.verify import Check
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
@@ -577,11 +579,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if args.repair:
         done = repair(str(args.out))
-        print("\n".join(describe_repair(done)))
-        return 0 if done.after.consistent else 1
-    found = verify(str(args.out))
-    print("\n".join(describe(found)))
+        found, lines = done.after, describe_repair(done)
+    else:
+        found = verify(str(args.out))
+        lines = describe(found)
+    if getattr(args, "json", False):
+        print(json.dumps({"out": str(args.out), "consistent": found.consistent, **_check_dict(found)}))
+    elif not args.quiet or not found.consistent:
+        print("\n".join(lines))
     return 0 if found.consistent else 1
+
+
+def _check_dict(found: Check) -> dict[str, object]:
+    findings = [dataclasses.asdict(finding) for finding in found.findings]
+    return {"ledger": found.ledger_state, "pending_commits": found.pending_commits, "findings": findings}
 
 
 def cmd_webhook(args: argparse.Namespace) -> int:

@@ -60,6 +60,19 @@ def test_a_clean_output_is_consistent(out: Path, capsys: pytest.CaptureFixture[s
     assert f"ledger: ok ({len(load_ledger(Store(str(out))))} ids)" in report
 
 
+def test_json_names_each_finding(out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    lost = a_file(out, "transcript_items")
+    lost_ids = ids_in(lost)
+    lost.unlink()
+    code, report = verify(out, capsys, "--json")
+    result = json.loads(report)
+    assert code == 1 and result["consistent"] is False and result["ledger"] == "ok"
+    missing = [f for f in result["findings"] if f["problem"] == "missing" and f["table"] == "transcript_items"]
+    assert missing and missing[0]["count"] == len(lost_ids) and missing[0]["unit"] == "ids"
+
+
 def test_an_empty_location_is_consistent_and_a_missing_one_is_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
