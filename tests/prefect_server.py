@@ -69,6 +69,15 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=10)
 
 
+def spawn(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    """A process in a session of its own (stopped with `stop_process_group`), its output into `log`."""
+    with log.open("wb") as log_file:
+        return subprocess.Popen(
+            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
 def clean_environment(home: Path) -> dict[str, str]:
     """This process's environment without FOREIGN_VARIABLES, with its own PREFECT_HOME and no telemetry."""
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
@@ -134,16 +143,9 @@ def prefect_real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(SCHEDULER_LOOP_S),
         "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": str(SCHEDULER_LOOP_S),
     }
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-            env=env,
-            cwd=home,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn(
+        [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], env, home, log
+    )
     try:
         deadline = time.monotonic() + SERVER_STARTUP_S
         with httpx.Client(timeout=2) as http:

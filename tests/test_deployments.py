@@ -10,7 +10,6 @@ code, the API key must come from the Secret block made by the README's one-liner
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from tests.prefect_server import (
     PrefectServer,
     clean_environment,
     output_of,
+    spawn,
     stop_process_group,
     tail,
 )
@@ -95,16 +95,7 @@ def worker(prefect_deployed: Deployed, tmp_path: Path) -> Iterator[Path]:
     home.mkdir()
     log = tmp_path / "worker.log"
     env = clean_environment(home) | {"PREFECT_API_URL": server.api_url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [*PREFECT, "worker", "start", "--pool", "talktime", "--name", "test-worker"],
-            env=env,
-            cwd=home,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn([*PREFECT, "worker", "start", "--pool", "talktime", "--name", "test-worker"], env, home, log)
     try:
         yield log
     finally:
