@@ -11,6 +11,9 @@ transcription or item.
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -21,6 +24,8 @@ from flows.batch import BatchSpec, StagedBatch, fetch_batch, read_batch
 from flows.errors import PipelineError, withholding_messages
 from flows.progress import ArtifactWatcher, Watchers, terminal_watchers
 from flows.runs import ingest, poll
+from flows.scaleout import batch_runner
+from flows.secrets import STORAGE_KEY_PAIR, export_storage_credentials
 from flows.settings import IngestSettings, RunSettings
 from flows.storage.status import output_status, status_lines
 from flows.summary import RunSummary, summary_markdown, summary_rows
@@ -33,6 +38,7 @@ TABLE_ARTIFACT = "talktime-run-table"
 def fetch_batch_task(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
     """Poll a batch of ids, transform and stage what changed (flows.batch.fetch_batch)."""
     with withholding_messages():
+        storage_credentials(settings)
         return fetch_batch(settings, spec)
 
 
@@ -40,7 +46,14 @@ def fetch_batch_task(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
 def read_batch_task(settings: IngestSettings, spec: BatchSpec) -> StagedBatch:
     """Read a slice of the inputs, transform and stage what changed (flows.batch.read_batch)."""
     with withholding_messages():
+        storage_credentials(settings)
         return read_batch(settings, spec)
+
+
+def storage_credentials(settings: RunSettings | IngestSettings) -> None:
+    """S3 keys from Secret blocks into this process's environment, once (a Dask worker stages to S3 itself)."""
+    if settings.out.startswith("s3://") and not all(os.environ.get(v) for v in STORAGE_KEY_PAIR):
+        asyncio.run(export_storage_credentials(settings.out, settings.storage_secret_prefix))
 
 
 @flow(name="talktime-run", log_prints=False)
@@ -52,9 +65,10 @@ def run_flow(settings: RunSettings) -> RunSummary | State:
     `settings.max_error_share` of its ids ended in `error` (the counts are in its message).
     """
     watch = Watchers([ArtifactWatcher("talktime run"), *terminal_watchers()])
+    log = get_run_logger()
     try:
-        with withholding_messages():
-            summary = poll(settings, lambda spec: fetch_batch_task.submit(settings, spec), get_run_logger(), watch)
+        with withholding_messages(), batch_runner(settings, fetch_batch_task, log) as submit:
+            summary = poll(settings, submit, log, watch)
     except PipelineError as exc:
         return _refused(exc)
     return _report(summary, settings.out)
@@ -64,9 +78,10 @@ def run_flow(settings: RunSettings) -> RunSummary | State:
 def ingest_flow(settings: IngestSettings) -> RunSummary | State:
     """Read saved API responses or webhook events (no network) and update `settings.out`."""
     watch = Watchers([ArtifactWatcher("talktime ingest"), *terminal_watchers()])
+    log = get_run_logger()
     try:
-        with withholding_messages():
-            summary = ingest(settings, lambda spec: read_batch_task.submit(settings, spec), get_run_logger(), watch)
+        with withholding_messages(), batch_runner(settings, read_batch_task, log) as submit:
+            summary = ingest(settings, submit, log, watch)
     except PipelineError as exc:
         return _refused(exc)
     return _report(summary, settings.out)

@@ -8,10 +8,10 @@ variables) and read at the edge by `flows.secrets`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_API_VERSION = "2024-04-22"
 DEFAULT_RUN_BATCH_SIZE = 200
@@ -74,11 +74,25 @@ class _Settings(BaseModel):
     storage_secret_prefix: str = Field(
         DEFAULT_STORAGE_SECRET_PREFIX, description="Secret blocks `{prefix}-aws-*` hold S3 credentials"
     )
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="where the batch tasks run: threads of the flow's process, or Dask workers"
+    )
+    dask_address: str | None = Field(
+        None,
+        description="scheduler of an existing Dask cluster (tcp://HOST:PORT) for task_runner dask; "
+        "none: a LocalCluster sized to this machine",
+    )
 
-    @field_validator("out", "api_url", check_fields=False)
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> Self:
+        if self.dask_address and self.task_runner != "dask":
+            raise ValueError("dask_address is for task_runner dask")
+        return self
+
+    @field_validator("out", "api_url", "dask_address", check_fields=False)
     @classmethod
-    def _no_credentials(cls, url: str) -> str:
-        return refuse_credentials(url)
+    def _no_credentials(cls, url: str | None) -> str | None:
+        return None if url is None else refuse_credentials(url)
 
 
 class RunSettings(_Settings):

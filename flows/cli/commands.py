@@ -110,6 +110,27 @@ def _faults(args: argparse.Namespace) -> Faults:
     )
 
 
+def _add_runner_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale-out")
+    g.add_argument(
+        "--task-runner",
+        choices=["threads", "dask"],
+        help="where the batch tasks run: threads of this process (default), or Dask workers "
+        "(needs a Prefect server: PREFECT_API_URL)",
+    )
+    g.add_argument(
+        "--dask-address",
+        metavar="tcp://HOST:PORT",
+        help="scheduler of an existing Dask cluster (implies --task-runner dask); "
+        "without it, --task-runner dask starts a LocalCluster of one worker process per core",
+    )
+
+
+def _runner_settings(args: argparse.Namespace) -> dict[str, object]:
+    runner = args.task_runner or ("dask" if args.dask_address else "threads")
+    return {"task_runner": runner, "dask_address": args.dask_address}
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-url", required=True, help="base URL; /transcribe-async/{id} is appended")
     p.add_argument("--ids", required=True, help="ids file: one per line, or CSV/Parquet with an `id` column")
@@ -284,12 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add("run", "poll the API for every id and write the datasets", (job,))
     _add_run_options(run)
+    _add_runner_options(run)
 
     ing = add("ingest", "read saved responses or webhook events (no network)", (job,))
     ing.add_argument("--input", nargs="+", required=True, help=".json/.ndjson files or folders")
     ing.add_argument("--out", required=True, help="output directory")
     ing.add_argument("--batch-size", type=int, default=DEFAULT_INGEST_BATCH_SIZE, help="records per batch")
     ing.add_argument("--in-flight", type=int, default=DEFAULT_INGEST_IN_FLIGHT, help="batches read ahead of the commit")
+    _add_runner_options(ing)
 
     comp = add("compact", "merge each partition's small files (readers see the same rows)", (job,))
     comp.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
@@ -416,13 +439,18 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
         refetch=args.refetch,
         check_route=args.check_route,
         requests_limit=args.requests_limit,
+        **_runner_settings(args),
     )
 
 
 def ingest_settings(args: argparse.Namespace) -> IngestSettings:
     try:
         return IngestSettings(
-            inputs=list(args.input), out=str(args.out), batch_size=args.batch_size, in_flight=args.in_flight
+            inputs=list(args.input),
+            out=str(args.out),
+            batch_size=args.batch_size,
+            in_flight=args.in_flight,
+            **_runner_settings(args),
         )
     except ValidationError as exc:
         raise _settings_error(exc) from None
@@ -450,6 +478,14 @@ def _check_output(out: str) -> None:
         read_ledger(store)
 
 
+def _check_runner(settings: RunSettings | IngestSettings) -> None:
+    """Dask needs a Prefect server the workers share: say so before a temporary one starts."""
+    if settings.task_runner == "dask":
+        from flows.scaleout import prefect_api_url
+
+        prefect_api_url()
+
+
 def _creatable(path: Path) -> bool:
     parent = next((p for p in path.absolute().parents if p.exists()), None)
     return parent is not None and parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
@@ -462,6 +498,7 @@ def _run(args: argparse.Namespace) -> State:
     settings = run_settings(args)
     read_ids(settings.ids_file)  # a missing or unreadable manifest: one line now, not after Prefect starts
     _check_output(settings.out)
+    _check_runner(settings)
     from flows.pipeline import run_flow
 
     return run_flow(settings, return_state=True)
@@ -499,6 +536,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     settings = ingest_settings(args)
     next(plan_slices(settings.inputs, 1), None)  # a missing input: one line now, not after Prefect starts
     _check_output(settings.out)
+    _check_runner(settings)
     from flows.pipeline import ingest_flow
 
     return _outcome(ingest_flow(settings, return_state=True), args, str(args.out))

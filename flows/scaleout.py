@@ -1,0 +1,119 @@
+"""Where the batch tasks run: threads of the flow's process, or the workers of a Dask cluster.
+
+`batch_runner(settings)` gives the flows one way to submit a batch task, whatever runs it. With
+`task_runner: dask` it is Prefect's own `DaskTaskRunner` (prefect-dask), on an existing cluster
+(`dask_address`) or on a `LocalCluster` of one single-threaded worker process per core. A batch
+task needs nothing of the flow's process: its arguments are the settings and a small spec (ids or
+byte ranges, and the path of the run's ledger snapshot), it stages its files in the output location
+itself (a shared disk or S3), and it returns a small manifest; the flow commits the manifests in
+order as the single writer, so every exactly-once guarantee holds whatever runs the batches. A
+worker lost mid-batch is replaced by Dask running the batch again elsewhere: staging is idempotent
+(the same batch id, the same files) and nothing is committed before the flow has the manifest.
+
+Dask workers report their task runs to Prefect. Without a Prefect server in common (PREFECT_API_URL),
+each worker process would start a temporary server of its own (a 12-task flow took 60 s instead of
+8 s), so a Dask run refuses to start without one, and checks that every worker uses the same.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flows.batch import BatchSpec
+from flows.errors import ConfigurationError
+from flows.settings import IngestSettings, RunSettings
+
+Submit = Callable[[BatchSpec], Any]  # a batch's spec -> a future whose .result() is its StagedBatch
+
+# The environment a LocalCluster's worker processes start with, besides the server's URL.
+WORKER_ENVIRONMENT = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_TASKS_DEFAULT_NO_CACHE": "true",
+}
+
+
+def prefect_api_url() -> str:
+    """The Prefect server the flow reports to; ConfigurationError when it is a temporary one."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ConfigurationError(
+            "--task-runner dask needs a running Prefect server that the Dask workers share: start one "
+            "(`prefect server start`) and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api); without it "
+            "every worker would start a temporary server of its own"
+        )
+    return str(url)
+
+
+# Credentials a worker reads from its environment (flows.secrets): a LocalCluster's workers get the
+# flow process's, never through task arguments (those are stored with the task runs).
+CREDENTIAL_PREFIXES = ("TALKTIME_", "AWS_")
+
+
+def local_cluster_options(api_url: str) -> dict[str, Any]:
+    """A LocalCluster sized to this machine: one single-threaded worker process per core."""
+    credentials = {name: value for name, value in os.environ.items() if name.startswith(CREDENTIAL_PREFIXES)}
+    return {
+        "n_workers": os.cpu_count() or 1,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": ":0",  # None would still bind 8787
+        "env": {**credentials, "PREFECT_API_URL": api_url, **WORKER_ENVIRONMENT},
+    }
+
+
+def _worker_api_url() -> str | None:
+    return os.environ.get("PREFECT_API_URL")
+
+
+def check_workers(client: Any, api_url: str) -> int:
+    """The number of workers; ConfigurationError unless each reports to the flow's Prefect server."""
+    urls: dict[str, str | None] = client.run(_worker_api_url)
+    if not urls:
+        raise ConfigurationError("the Dask cluster has no workers")
+    wrong = sorted(worker for worker, url in urls.items() if url != api_url)
+    if wrong:
+        raise ConfigurationError(
+            f"{len(wrong)} of {len(urls)} Dask workers (e.g. {wrong[0]}) do not have PREFECT_API_URL={api_url}: "
+            "start them with it in their environment, or each reports to a temporary server of its own"
+        )
+    return len(urls)
+
+
+def _close_fetchers() -> None:
+    from flows.api.service import close_fetchers
+
+    close_fetchers()
+
+
+@contextmanager
+def batch_runner(settings: RunSettings | IngestSettings, task: Any, log: Any) -> Iterator[Submit]:
+    """How the flow submits `task(settings, spec)` for each batch, for the duration of a run."""
+    if settings.task_runner == "threads":
+        yield lambda spec: task.submit(settings, spec)
+        return
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    api_url = prefect_api_url()
+    runner = (
+        DaskTaskRunner(address=settings.dask_address)
+        if settings.dask_address
+        else DaskTaskRunner(cluster_kwargs=local_cluster_options(api_url))
+    )
+    try:
+        runner.__enter__()  # type: ignore[no-untyped-call]
+    except OSError as exc:  # no scheduler at that address
+        raise ConfigurationError(f"cannot reach the Dask scheduler {settings.dask_address}: {exc}") from None
+    try:
+        workers = check_workers(runner.client, api_url)
+        where = settings.dask_address or "a LocalCluster"
+        log.info("batch tasks run on %d Dask workers of %s, reporting to %s", workers, where, api_url)
+        yield lambda spec: runner.submit(task, {"settings": settings, "spec": spec})
+        runner.client.run(_close_fetchers)  # a long-lived cluster keeps no connection of this run
+    finally:
+        runner.__exit__(None, None, None)

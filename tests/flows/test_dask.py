@@ -1,0 +1,136 @@
+"""The flows on a real Dask cluster (prefect-dask's DaskTaskRunner): the local runner's tables, exactly once.
+
+A LocalCluster of 2 single-threaded worker processes is started by the tests, its workers given the
+test server's PREFECT_API_URL (as an operator's workers would be), and the flows are pointed at it
+with `--dask-address`, as at an existing cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from flows.cli import main
+from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig, Faults
+from flows.emulator.server import EmulatorServer, load_responses
+from flows.emulator.synthetic import synthetic_responses
+from flows.errors import ConfigurationError
+from flows.storage.reader import read_table
+from tests.conftest import FLOW_TEST_MARKS, SAMPLES
+from transforms.schemas import TABLES
+
+pytestmark = [
+    *FLOW_TEST_MARKS,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:Port .* is already in use:UserWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(prefect_server: None) -> Iterator[Any]:
+    from distributed import LocalCluster
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.scaleout import WORKER_ENVIRONMENT
+
+    # An operator's workers: the Prefect server's URL and the API key in their environment.
+    env = {"PREFECT_API_URL": str(PREFECT_API_URL.value()), "TALKTIME_API_KEY": DEFAULT_API_KEY, **WORKER_ENVIRONMENT}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env=env) as local:
+        yield local
+
+
+def tables(out: Path) -> dict[str, pl.DataFrame]:
+    """Every table's rows, in a stable order, without what differs between two runs (times, batch ids)."""
+    found = {}
+    for table in TABLES:
+        frame = read_table(str(out), table)
+        found[table] = frame.drop("fetched_at", "batch_id", "fetched_date", strict=False).sort(pl.all())
+    return found
+
+
+def assert_same_tables(a: Path, b: Path) -> None:
+    left, right = tables(a), tables(b)
+    for table in TABLES:
+        assert left[table].equals(right[table]), table
+
+
+def test_ingest_on_dask_gives_the_local_runners_tables(cluster: Any, tmp_path: Path) -> None:
+    inputs = [str(SAMPLES / "responses")]
+    assert main(["ingest", "--input", *inputs, "--out", str(tmp_path / "threads"), "--batch-size", "10", "-q"]) == 0
+    assert main(["ingest", "--input", *inputs, "--out", str(tmp_path / "dask"), "--batch-size", "10", "-q",
+                 "--dask-address", cluster.scheduler_address]) == 0  # fmt: skip
+    assert_same_tables(tmp_path / "threads", tmp_path / "dask")
+    assert read_table(str(tmp_path / "dask"), "transcriptions").height == 61
+
+
+def test_run_on_dask_gives_the_local_runners_tables(cluster: Any, tmp_path: Path) -> None:
+    responses = load_responses([SAMPLES / "responses"])
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(responses) + "\n")
+    config = EmulatorConfig(responses=responses, ongoing_polls=1, faults=Faults(server_error=0.1), seed=4)
+    with EmulatorServer(config) as server:
+        for runner, extra in (("threads", []), ("dask", ["--dask-address", cluster.scheduler_address])):
+            argv = ["run", "--api-url", server.api_url, "--ids", str(ids), "--out", str(tmp_path / runner),
+                    "--api-key", DEFAULT_API_KEY, "--batch-size", "10", "--max-wait", "5", "-q", *extra]  # fmt: skip
+            assert main(argv) == 0
+    assert_same_tables(tmp_path / "threads", tmp_path / "dask")
+    assert dict(tables(tmp_path / "dask")["transcriptions"].group_by("status").len().iter_rows()) == {
+        "succeeded": 58, "failed": 2, "ongoing": 1,
+    }  # fmt: skip
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(
+    cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distributed import Client
+
+    from tests.dask_crash import KillOnce
+
+    data = tmp_path / "in.ndjson"
+    data.write_text("".join(json.dumps(r) + "\n" for r in synthetic_responses(300, seed=11).values()))
+    marker = tmp_path / "killed"
+    assert main(["ingest", "--input", str(data), "--out", str(tmp_path / "threads"), "--batch-size", "25", "-q"]) == 0
+    with Client(cluster.scheduler_address) as client:
+        client.register_plugin(KillOnce(str(marker), at_write=6), name="kill-once")  # mid-batch: 4 files a batch
+        try:
+            code = main(["ingest", "--input", str(data), "--out", str(tmp_path / "dask"), "--batch-size", "25",
+                         "--dask-address", cluster.scheduler_address, "--json"])  # fmt: skip
+        finally:
+            client.unregister_worker_plugin("kill-once")
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed one
+    assert marker.exists(), "no worker was killed"
+    assert code == 0, capsys.readouterr().err[-2000:]
+    assert_same_tables(tmp_path / "threads", tmp_path / "dask")
+    assert read_table(str(tmp_path / "dask"), "transcriptions").height == 300
+
+
+def test_dask_needs_a_prefect_server() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.scaleout import prefect_api_url
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(ConfigurationError) as refused:
+        prefect_api_url()
+    assert "needs a running Prefect server" in str(refused.value) and "PREFECT_API_URL" in str(refused.value)
+
+
+def test_workers_must_report_to_the_same_server() -> None:
+    from flows.scaleout import check_workers
+
+    class Workers:
+        def __init__(self, urls: dict[str, str | None]) -> None:
+            self.urls = urls
+
+        def run(self, _: object) -> dict[str, str | None]:
+            return self.urls
+
+    assert check_workers(Workers({"tcp://a": "http://s/api", "tcp://b": "http://s/api"}), "http://s/api") == 2
+    with pytest.raises(ConfigurationError, match=r"1 of 2 Dask workers .* do not have PREFECT_API_URL=http://s/api"):
+        check_workers(Workers({"tcp://a": "http://s/api", "tcp://b": None}), "http://s/api")
+    with pytest.raises(ConfigurationError, match="no workers"):
+        check_workers(Workers({}), "http://s/api")
