@@ -9,6 +9,12 @@ peak RSS; see `benchmarks/proctree.py`), each into a fresh output folder.
 
 1. `talktime ingest` over seeded synthetic API responses (NDJSON, dialect A; generated once and
    cached under data/bench/inputs/), at each `--sizes`, next to:
+   - `talktime ingest --task-runner dask`: the batch tasks on a LocalCluster of one single-threaded
+     worker process per core that talktime starts itself (its scheduler in talktime's process, its
+     workers children of it, so all of it is in the measured tree); and with `--dask-address` on a
+     cluster started beforehand (`dask scheduler` and one `dask worker --nthreads 1` per core, with
+     the server's PREFECT_API_URL): that cluster's CPU is bg CPU, its peak RSS (scheduler, nannies,
+     workers) is in the result (`--skip-dask` leaves both rows out);
    - the same work without Prefect (`python -m benchmarks.direct ingest`, when that module exists):
      the ratio of the two is Prefect's overhead;
    - the polars floor (`benchmarks/floor_polars.py`): scan, explode the transcript, write one Parquet
@@ -40,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,10 +54,18 @@ from pathlib import Path
 
 import polars as pl
 
-from benchmarks.proctree import Usage, measure
+from benchmarks.proctree import Usage, measure, tree_rss_mib
 from benchmarks.refvenv import ref_python
 from benchmarks.report import NOTES, Row, failure, machine, markdown, target
-from benchmarks.services import API_KEY, Emulator, PrefectServer, emulator_options, quiet_prefect_env
+from benchmarks.services import (
+    API_KEY,
+    Emulator,
+    PrefectServer,
+    Service,
+    emulator_options,
+    free_port,
+    quiet_prefect_env,
+)
 from benchmarks.synth import Dataset, dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +81,8 @@ CAPACITY_RATIO_TARGET = 0.80
 LATENCY_RATE_TARGET = 500.0
 ONGOING_SLACK_S = 10.0
 DEFAULT_MAX_WAIT_S = 60.0  # talktime run's default --max-wait
+DASK_STARTUP_S = 120.0
+DASK_WORKERS = os.cpu_count() or 1  # as many as talktime's own LocalCluster has
 LOADGEN_CLIENTS = {  # load generator client -> its row's label; `raw` measures the emulator's capacity
     "raw": "emulator capacity: load generator `raw` (HTTP/1.1 on asyncio streams)",
     "httpx": "load generator `httpx` (one httpx.AsyncClient process)",
@@ -224,6 +241,132 @@ def bench_talktime_ingest(
     return None if failure(usage) else usage
 
 
+def item_rows(out: Path) -> int | None:
+    """Item rows written by a talktime ingest into `out`."""
+    return count_rows(out / "transcript_items" / "**" / "*.parquet")
+
+
+def versus_text(usage: Usage, base: Usage | None, name: str) -> str:
+    """'0.93x (a)'s wall, 1.10x its CPU', or why there is no ratio."""
+    if failure(usage):
+        return str(failure(usage))
+    if base is None:
+        return f"no {name} to compare"
+    return f"{usage.wall_s / base.wall_s:.2f}x {name}'s wall, {usage.cpu_s / base.cpu_s:.2f}x its CPU"
+
+
+def bench_dask_local_ingest(
+    bench: Bench, data: Dataset, label: str, product: Usage | None, items: int | None
+) -> Usage | None:
+    """`talktime ingest --task-runner dask`: a LocalCluster talktime starts, inside the measured tree."""
+    out = bench.scratch("ingest-dask")
+    cmd = [BIN / "talktime", "ingest", "--task-runner", "dask", "--input", *data.files, "--out", out]
+    usage = bench.measure(
+        f"talktime-ingest-dask-{data.count}", cmd, env=bench.talktime_env(), background=bench.background()
+    )
+    written = item_rows(out)
+    bench.discard(out)
+    what = f"`talktime ingest --task-runner dask` (LocalCluster, {os.cpu_count() or 1} workers)"
+    bench.add(Row(what, label, usage, versus_text(usage, product, "(a)") + rows_check(written, items)))
+    return None if failure(usage) else usage
+
+
+class DaskScheduler(Service):
+    """`dask scheduler` on a free loopback port, no dashboard."""
+
+    def __init__(self, log: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        cmd = [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"]
+        super().__init__("dask scheduler", cmd, log, env)
+
+    @property
+    def address(self) -> str:
+        """What `--dask-address` takes."""
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        """Until the log says the scheduler listens."""
+        self._wait_until(lambda: "Scheduler at:" in self.log.read_text(errors="replace"), DASK_STARTUP_S)
+
+
+class DaskWorker(Service):
+    """`dask worker ADDRESS --nthreads 1` (a nanny and its worker process)."""
+
+    def __init__(self, address: str, name: str, log: Path, env: dict[str, str], local: Path) -> None:
+        cmd = [BIN / "dask", "worker", address, "--nthreads", "1", "--name", name, "--no-dashboard"]
+        cmd += ["--host", "127.0.0.1", "--local-directory", local]
+        super().__init__(f"dask worker {name}", cmd, log, env)
+
+    def wait_ready(self) -> None:
+        """Until the log says it registered with the scheduler."""
+        self._wait_until(lambda: "Registered to:" in self.log.read_text(errors="replace"), DASK_STARTUP_S)
+
+
+class PeakRss(threading.Thread):
+    """The largest sum of the resident memory of some process trees, sampled every 50 ms until stopped."""
+
+    def __init__(self, roots: Sequence[int]) -> None:
+        super().__init__(name="peak-rss", daemon=True)
+        self.roots = list(roots)
+        self.peak_mib = 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak_mib = max(self.peak_mib, sum(tree_rss_mib(root) for root in self.roots))
+            self.done.wait(0.05)
+
+    def stop(self) -> float:
+        """Stop sampling; the peak."""
+        self.done.set()
+        self.join()
+        return self.peak_mib
+
+
+def bench_dask_address_ingest(
+    bench: Bench, data: Dataset, label: str, product: Usage | None, items: int | None
+) -> None:
+    """`talktime ingest --dask-address` on a cluster started before: its CPU is bg CPU, not the command's."""
+    what = f"`talktime ingest --dask-address` (`dask scheduler` + {DASK_WORKERS} `dask worker --nthreads 1`)"
+    env = bench.talktime_env()
+    services: list[Service] = []
+    try:
+        scheduler = DaskScheduler(bench.logs / f"dask-scheduler-{data.count}.log", env)
+        services.append(scheduler.__enter__())
+        for n in range(DASK_WORKERS):
+            local = bench.scratch(f"dask-worker-{n}")
+            log = bench.logs / f"dask-worker{n}-{data.count}.log"
+            services.append(DaskWorker(scheduler.address, f"bench-{n}", log, env, local).__enter__())
+    except RuntimeError as exc:  # a process that would not start: say so, go on
+        print(f"  {exc}", flush=True)
+        for service in reversed(services):
+            service.stop()
+        bench.add(Row(what, label, None, f"n/a ({exc})"))
+        return
+    cluster = PeakRss([s.pid for s in services])
+    try:
+        out = bench.scratch("ingest-dask-address")
+        cmd = [BIN / "talktime", "ingest", "--dask-address", scheduler.address, "--input", *data.files, "--out", out]
+        cluster.start()
+        usage = bench.measure(
+            f"talktime-ingest-dask-address-{data.count}",
+            cmd,
+            env=env,
+            cwd=ROOT,
+            background=bench.background(*(s.pid for s in services)),
+        )
+        peak = cluster.stop()
+    finally:
+        cluster.done.set()
+        for service in reversed(services):
+            service.stop()
+    written = item_rows(out)
+    bench.discard(out)
+    extra = f"; the cluster's CPU is in bg CPU, its peak RSS {peak:,.0f} MiB"
+    result = versus_text(usage, product, "(a)") + extra + rows_check(written, items)
+    bench.add(Row(what, label, usage, result))
+
+
 def bench_direct_ingest(
     bench: Bench, data: Dataset, label: str, floor: Usage | None, items: int | None
 ) -> Usage | None:
@@ -308,6 +451,9 @@ def bench_ingest(bench: Bench, size: int) -> None:
     print(f"  {len(data.files)} files, {data.bytes / MIB:,.0f} MiB ({time.perf_counter() - started:.1f} s)")
     floor, items, label = bench_floor(bench, data)
     product = bench_talktime_ingest(bench, data, label, floor, items)
+    if not bench.args.skip_dask:
+        bench_dask_local_ingest(bench, data, label, product, items)
+        bench_dask_address_ingest(bench, data, label, product, items)
     direct = bench_direct_ingest(bench, data, label, floor, items)
     add_overhead_row(bench, label, product, direct)
     if not bench.args.skip_pandas:
@@ -452,6 +598,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-run", action="store_true", help="skip the `talktime run` section")
     parser.add_argument("--skip-dlt", action="store_true", help="skip the dlt reference")
     parser.add_argument("--skip-pandas", action="store_true", help="skip the pandas reference")
+    parser.add_argument("--skip-dask", action="store_true", help="skip the `talktime ingest` rows on Dask")
     parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic data")
     parser.add_argument("--files", type=int, default=10, help="NDJSON files per data set")
     parser.add_argument("--run-ids", type=int, help="ids for the run rows (default: 5,000, at most the largest size)")
