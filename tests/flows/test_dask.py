@@ -134,3 +134,27 @@ def test_workers_must_report_to_the_same_server() -> None:
         check_workers(Workers({"tcp://a": "http://s/api", "tcp://b": None}), "http://s/api")
     with pytest.raises(ConfigurationError, match="no workers"):
         check_workers(Workers({}), "http://s/api")
+
+
+def test_the_requests_budget_holds_across_workers(cluster: Any, tmp_path: Path) -> None:
+    """Request timestamps measured by the emulator: 4 slots, back at 4 per second, shared by both workers."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name="talktime-dask-budget", limit=4, slot_decay_per_second=4.0)
+        )
+    responses = load_responses([SAMPLES / "responses"])
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(list(responses)[:12]) + "\n")
+    with EmulatorServer(EmulatorConfig(responses=responses)) as server:
+        argv = ["run", "--api-url", server.api_url, "--ids", str(ids), "--out", str(tmp_path / "out"), "-q",
+                "--api-key", DEFAULT_API_KEY, "--batch-size", "3", "--max-wait", "0",
+                "--requests-limit", "talktime-dask-budget", "--dask-address", cluster.scheduler_address]  # fmt: skip
+        assert main(argv) == 0
+        stamps = sorted(t for t, _ in server.app.request_log)
+    assert len(stamps) >= 12  # an id the sample holds as `ongoing` may be polled twice
+    # 4 slots at once, then 4 a second, whichever worker takes them: the 12th request comes at least
+    # 2 s after the first (unlimited, 12 requests take a few milliseconds).
+    assert stamps[-1] - stamps[0] >= (len(stamps) - 4) / 4 - 0.1
