@@ -19,7 +19,7 @@ from flows.cli import main
 from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig, Faults
 from flows.emulator.server import EmulatorServer, load_responses
 from flows.emulator.synthetic import synthetic_responses
-from flows.errors import ConfigurationError
+from flows.errors import ConfigurationError, StorageError
 from flows.storage.reader import read_table
 from tests.conftest import FLOW_TEST_MARKS, SAMPLES
 from transforms.schemas import TABLES
@@ -158,3 +158,58 @@ def test_the_requests_budget_holds_across_workers(cluster: Any, tmp_path: Path) 
     # 4 slots at once, then 4 a second, whichever worker takes them: the 12th request comes at least
     # 2 s after the first (unlimited, 12 requests take a few milliseconds).
     assert stamps[-1] - stamps[0] >= (len(stamps) - 4) / 4 - 0.1
+
+
+def committed(out: Path) -> int:
+    """Ids in the output's ledger (0 before the first commit)."""
+    from flows.storage.ledger import LEDGER_PATH, read_ledger
+    from flows.storage.store import Store
+
+    store = Store(str(out))
+    try:
+        return len(read_ledger(store)) if store.exists(LEDGER_PATH) else 0
+    except StorageError:  # the ledger is being replaced at this moment
+        return 0
+
+
+def test_an_ingest_on_dask_killed_at_random_moments_then_resumed_equals_a_clean_run(
+    cluster: Any, tmp_path: Path
+) -> None:
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from distributed import Client
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.flows.storage.test_storage import assert_same, nothing_pending, snapshot
+
+    data = tmp_path / "in.ndjson"
+    data.write_text("".join(json.dumps(r) + "\n" for r in synthetic_responses(400, seed=5).values()))
+    args = ["ingest", "--input", str(data), "--batch-size", "20", "-q"]
+    assert main([*args, "--out", str(tmp_path / "clean")]) == 0
+    out = tmp_path / "killed"
+    dask = [*args, "--out", str(out), "--dask-address", cluster.scheduler_address]
+    env = os.environ | {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    rng = random.Random(os.environ.get("TALKTIME_CRASH_SEED", "11"))
+    progress: list[int] = []
+    with Client(cluster.scheduler_address) as client:
+        for _ in range(2):
+            process = subprocess.Popen([sys.executable, "-m", "flows.cli", *dask], env=env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            target = rng.randint(min((progress[-1] if progress else 0) + 1, 300), 300)  # ids committed, then kill
+            while process.poll() is None and committed(out) < target:
+                time.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+            assert process.wait(timeout=30) == -signal.SIGKILL, "the run ended before it was killed"
+            progress.append(committed(out))
+            deadline = time.monotonic() + 60  # the batches the dead flow left running finish (or are dropped)
+            while any(client.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.2)
+    assert progress[-1] < 400, progress  # the resumed run has work left
+    assert main(dask) == 0
+    assert nothing_pending(out)
+    assert_same(snapshot(out), snapshot(tmp_path / "clean"))
