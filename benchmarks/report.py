@@ -94,4 +94,5 @@ NOTES = """\
 wall: the command from start to exit. CPU: user + system time of the command and every process it
 waited for. peak RSS: the largest sum, over 50 ms samples, of the resident memory of every process of
 its tree. bg CPU: CPU used meanwhile by the processes the benchmark keeps running (the Prefect server;
-for `talktime run` rows also the emulator), not counted in CPU. Targets are printed, never asserted."""
+for `talktime run` rows also the emulator, for `--dask-address` rows also the Dask scheduler and
+workers), not counted in CPU. Targets are printed, never asserted."""
