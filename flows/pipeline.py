@@ -6,7 +6,9 @@ files (`flows.batch`), and the flow commits the staged batches one at a time, in
 (`flows.inflight`). A commit is a few file moves, done by the flow itself rather than as a task:
 a task run costs Prefect about 25 ms of CPU. Task arguments and results are small (settings, ids
 or an input slice, a manifest), so Prefect's per-task cost stays per batch, never per
-transcription or item.
+transcription or item, and the tasks can run in threads or on Dask workers (`flows.scaleout`).
+At the end a run logs its summary as lines, leaves two artifacts (Markdown and a table, over this
+run and the whole output) and fails (a Failed state, counts in its message) when it should.
 """
 
 from __future__ import annotations
