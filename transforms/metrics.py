@@ -19,6 +19,9 @@ TID = "transcription_id"
 START, END = "start_time_ms", "end_time_ms"
 TIME_ORDER = (TID, START, END, "item_index")
 MS_PER_MINUTE = 60_000
+# Text ending with `?` once trailing whitespace is removed, whitespace as Python's str.rstrip()
+# knows it: the regex class \s plus the separators \x1c-\x1f (as for word counts).
+QUESTION_PATTERN = r"\?[\s\x1c-\x1f]*$"
 
 
 def _active(speaker: str) -> str:
@@ -103,14 +106,30 @@ def transcription_time(items: pl.LazyFrame) -> pl.LazyFrame:
 def turns(items: pl.LazyFrame) -> pl.LazyFrame:
     """Maximal runs of consecutive same-speaker items in time order: one row per turn.
 
-    Produces transcription_id, turn_index, speaker, turn_ms (latest end - earliest start).
+    Produces transcription_id, turn_index, speaker, turn_ms (latest end - earliest start) and
+    response_gap_ms: max(0, start - the previous turn's latest end), null for a transcription's
+    first turn. Every other turn follows a turn of another speaker (turns are maximal runs).
+    Rows are in time order (turn_index is increasing, and unique across transcriptions).
     """
     new_turn = _within_transcription(pl.col("speaker") != pl.col("speaker").shift(1), 1).fill_null(True)
+    gap = _within_transcription(pl.col("turn_start_ms") - pl.col("turn_end_ms").shift(1), 1).clip(lower_bound=0)
     return (
         items.sort(*TIME_ORDER)
-        .with_columns(new_turn.cum_sum().alias("turn_index"))  # unique across transcriptions
+        .with_columns(new_turn.cum_sum().alias("turn_index"))
         .group_by(TID, "turn_index")
-        .agg(pl.col("speaker").first(), (pl.col(END).max() - pl.col(START).min()).alias("turn_ms"))
+        .agg(
+            pl.col("speaker").first(),
+            pl.col(START).min().alias("turn_start_ms"),
+            pl.col(END).max().alias("turn_end_ms"),
+        )
+        .sort("turn_index")
+        .select(
+            TID,
+            "turn_index",
+            "speaker",
+            (pl.col("turn_end_ms") - pl.col("turn_start_ms")).alias("turn_ms"),
+            gap.alias("response_gap_ms"),
+        )
     )
 
 
@@ -159,7 +178,9 @@ def speaker_metrics(items: pl.LazyFrame) -> pl.LazyFrame:
     """Valid items -> the `speaker_metrics` table: one row per transcription and speaker present."""
     keys = [TID, "speaker"]
     counts = items.group_by(keys).agg(
-        pl.len().alias("item_count"), pl.col("word_count").cast(pl.Int64).sum().alias("word_count")
+        pl.len().alias("item_count"),
+        pl.col("word_count").cast(pl.Int64).sum().alias("word_count"),
+        pl.col("text").str.contains(QUESTION_PATTERN).fill_null(False).sum().alias("question_count"),
     )
     turn_stats = (
         turns(items)
@@ -168,6 +189,8 @@ def speaker_metrics(items: pl.LazyFrame) -> pl.LazyFrame:
             pl.len().alias("turn_count"),
             pl.col("turn_ms").mean().alias("mean_turn_ms"),
             pl.col("turn_ms").max().alias("longest_turn_ms"),
+            pl.col("turn_ms").sort_by("turn_index").first().alias("first_turn_ms"),
+            pl.col("response_gap_ms").mean().alias("mean_response_gap_ms"),
         )
     )
     table = (

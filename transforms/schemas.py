@@ -1,14 +1,17 @@
 """Column names and exact schemas of every output table (the contract with analysts).
 
 `shared/metrics.md` defines the columns; writers cast to these schemas and tests assert them.
-Columns may be added, never renamed or dropped.
+Columns may be added (at the end of a table, with a new SCHEMA_VERSION, and listed in
+ADDED_COLUMNS), never renamed, reordered or dropped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SPEAKERS = ("doctor", "patient", "unspecified")
 # Audio is at most 60 minutes long (shared/api-contract.md): no item starts or ends later.
@@ -54,6 +57,10 @@ SPEAKER_METRICS = pl.Schema(
         "longest_turn_ms": pl.Int64(),
         "overlap_ms": pl.Int64(),
         "interruption_count": pl.Int32(),
+        # schema version 2
+        "question_count": pl.Int32(),
+        "first_turn_ms": pl.Int64(),
+        "mean_response_gap_ms": pl.Float64(),
     }
 )
 
@@ -106,6 +113,33 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Columns added after schema version 1, per table: column -> the version that added it. Files
+# written before that version lack them; `conform_table` reads them as nulls (not recomputed).
+ADDED_COLUMNS: dict[str, dict[str, int]] = {
+    "speaker_metrics": {"question_count": 2, "first_turn_ms": 2, "mean_response_gap_ms": 2},
+}
+
+
 def conform(frame: pl.LazyFrame, schema: pl.Schema) -> pl.LazyFrame:
     """Select exactly the schema's columns, in order, strictly cast to its types."""
     return frame.select(pl.col(name).cast(dtype, strict=True) for name, dtype in schema.items())
+
+
+def conform_table(frame: pl.DataFrame, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """Rows read from one data file of `table`, of any schema version, in the current schema.
+
+    Columns added since the file was written (ADDED_COLUMNS) are added as typed nulls: they are
+    not recomputed (that needs the items). Columns are put in the schema's order (or that of
+    `columns`, a subset of it) and cast to its types; columns the schema does not know are
+    dropped. A file lacking any other column raises ColumnNotFoundError (a PolarsError): it is not
+    a file of this table.
+    """
+    schema = TABLES[table]
+    added = ADDED_COLUMNS.get(table, {})
+    present = set(frame.columns)
+    return frame.select(
+        pl.col(name).cast(schema[name])
+        if name in present or name not in added
+        else pl.lit(None, schema[name]).alias(name)
+        for name in (schema.names() if columns is None else columns)
+    )

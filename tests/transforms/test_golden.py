@@ -41,6 +41,9 @@ def test_speaker_metrics_match_the_worked_example(tables: dict[str, pl.DataFrame
             "longest_turn_ms": [5000, 6500, 500],
             "overlap_ms": [1000, 1000, 0],
             "interruption_count": [1, 0, 0],
+            "question_count": [2, 0, 0],
+            "first_turn_ms": [4000, 6500, 500],
+            "mean_response_gap_ms": [0.0, 750.0, 500.0],
         },
         schema=SPEAKER_METRICS,
     )

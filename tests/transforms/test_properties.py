@@ -9,13 +9,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import tables_for
 
 SPEAKER = st.sampled_from(["doctor", "patient", "unspecified", "DOCTOR"])
-TEXT = st.text(alphabet=st.sampled_from(list("ab \t\n\u00a0\x1c<>/é")), max_size=12)
+TEXT = st.text(alphabet=st.sampled_from(list("ab? \t\n\u00a0\x1c<>/é")), max_size=12)
 
 
 @st.composite
@@ -25,7 +25,7 @@ def valid_item(draw: st.DrawFn) -> dict[str, Any]:
         "speaker": draw(SPEAKER),
         "start_time_ms": start,
         "end_time_ms": start + draw(st.integers(0, 25)),
-        "text": draw(TEXT),
+        "text": draw(st.one_of(TEXT, TEXT, st.none())),
     }
 
 
@@ -115,23 +115,59 @@ def _oracle(items: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dic
     for _, it in valid:
         row = per_speaker.setdefault(it["speaker"], {"talk_time_ms": 0, "overlap_ms": 0})
         row["item_count"] = row.get("item_count", 0) + 1
-        row["word_count"] = row.get("word_count", 0) + len(it["text"].split())
+        text = it["text"]
+        row["word_count"] = row.get("word_count", 0) + len((text or "").split())
+        row["question_count"] = row.get("question_count", 0) + (text is not None and text.rstrip().endswith("?"))
         inside = any(
             o["speaker"] != it["speaker"] and o["start_time_ms"] < it["start_time_ms"] < o["end_time_ms"]
             for _, o in valid
         )
         row["interruption_count"] = row.get("interruption_count", 0) + inside
-    for turn in turns:
+    gaps: dict[str, list[int]] = {s: [] for s in per_speaker}
+    for n, turn in enumerate(turns):
         row = per_speaker[turn[0]["speaker"]]
         length = max(i["end_time_ms"] for i in turn) - min(i["start_time_ms"] for i in turn)
         row["turn_count"] = row.get("turn_count", 0) + 1
         row["longest_turn_ms"] = max(row.get("longest_turn_ms", 0), length)
+        row.setdefault("first_turn_ms", length)
+        if n > 0 and turns[n - 1][0]["speaker"] != turn[0]["speaker"]:
+            previous_end = max(i["end_time_ms"] for i in turns[n - 1])
+            gaps[turn[0]["speaker"]].append(max(0, min(i["start_time_ms"] for i in turn) - previous_end))
+    for s, row in per_speaker.items():
+        row["mean_response_gap_ms"] = sum(gaps[s]) / len(gaps[s]) if gaps[s] else None
     summary = {"total_talk_ms": total, "overlap_ms": overlap, "speaker_switches": max(len(turns) - 1, 0)}
     return per_speaker, summary
 
 
+# The conversation columns' edge cases: the first speaker's only turn follows no one (null
+# mean_response_gap_ms); null text is no question; trailing whitespace after `?` (including
+# \x1c, which Python strips and the regex class \s does not); an answer starting before the
+# other speaker finished (gap 0); same-speaker items ending the turn later than the next start.
+EDGE_CASES = [
+    {"speaker": "doctor", "start_time_ms": 0, "end_time_ms": 10, "text": "ok? \t\x1c"},
+    {"speaker": "doctor", "start_time_ms": 5, "end_time_ms": 30, "text": None},
+    {"speaker": "patient", "start_time_ms": 20, "end_time_ms": 40, "text": "? a"},
+    {"speaker": "patient", "start_time_ms": 50, "end_time_ms": 55, "text": "why?\u00a0"},
+]
+
+
+def test_conversation_columns_edge_cases() -> None:
+    got = {r["speaker"]: r for r in tables_for(EDGE_CASES[:2])["speaker_metrics"].to_dicts()}
+    assert got["doctor"]["question_count"] == 1
+    assert got["doctor"]["first_turn_ms"] == 30
+    assert got["doctor"]["mean_response_gap_ms"] is None  # no turn follows another speaker's
+    got = {r["speaker"]: r for r in tables_for(EDGE_CASES)["speaker_metrics"].to_dicts()}
+    assert got["patient"]["question_count"] == 1
+    assert got["patient"]["first_turn_ms"] == 35
+    assert got["patient"]["mean_response_gap_ms"] == 0.0  # starts at 20, the doctor's turn ends at 30
+    assert got["doctor"]["mean_response_gap_ms"] is None
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(valid_item(), max_size=10))
+@example(EDGE_CASES)
+@example(EDGE_CASES[:2])
+@example([{**EDGE_CASES[2], "start_time_ms": 35}, *EDGE_CASES[:2]])
 def test_metrics_agree_with_a_brute_force_oracle(items: list[dict[str, Any]]) -> None:
     expected_speakers, expected_summary = _oracle(items)
     t = tables_for(items)
