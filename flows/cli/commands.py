@@ -352,6 +352,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the runs' --expire-after, to say when pending ids expire (default 24h)",
     )
 
+    rep = add(
+        "report",
+        "write a self-contained HTML page of charts over the whole output (opens offline)",
+        description="One HTML file of static SVG charts over every id of an output (not one run): talk share, "
+        "doctor:patient ratio, words per minute, silence and overlap, the patient's opening statement, response "
+        "gaps, outcomes by status and error code, rejected items by reason, and who spoke when in a few "
+        "transcriptions. No script, no external resource, no transcript text.",
+    )
+    rep.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
+    rep.add_argument("--html", required=True, metavar="FILE", help="the HTML file to write")
+    rep.add_argument(
+        "--timeline",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a transcription to draw in 'who spoke when' (repeatable; default: those at the 10th, 50th and "
+        "90th percentile of the doctor's talk share)",
+    )
+
     hook = add("webhook", "receive the vendor's webhook events into a landing folder")
     hook.add_argument("--host", default="127.0.0.1", help="address to listen on")
     hook.add_argument("--port", type=int, default=8766, help="port to listen on")
@@ -559,7 +578,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             + (["--quiet"] if args.quiet else [])
         )  # fmt: skip
         state = _run(demo_args)
-    return _outcome(state, args, str(out))
+    code = _outcome(state, args, str(out))
+    if code == 0:
+        from flows.report import write_report
+
+        print(f"talktime demo: report {write_report(str(out), out / 'report.html').path}")
+    return code
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
@@ -612,6 +636,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.report import write_report
+
+    report = write_report(str(args.out), args.html, args.timeline)
+    print(
+        f"talktime report: {report.path} ({report.size_bytes / 1024:,.0f} KiB; {report.transcriptions} "
+        f"transcriptions, {report.succeeded} succeeded)"
+    )
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from flows.storage.verify import describe, describe_repair, repair, verify
 
@@ -653,6 +688,7 @@ def cmd_webhook(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "emulator": cmd_emulator,
+    "report": cmd_report,
     "run": cmd_run,
     "ingest": cmd_ingest,
     "demo": cmd_demo,
