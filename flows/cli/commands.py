@@ -383,6 +383,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", "run the whole pipeline on the bundled sample via the emulator", (job,))
     demo.add_argument("--out", default="data/output", help="output directory (its tables are rewritten)")
     demo.add_argument("--samples", default=str(DEFAULT_SAMPLES), help="the sample folder")
+
+    dic = add(
+        "dictionary",
+        "print the data dictionary: every table and column, its type, unit, nullability and definition",
+        description="The data dictionary of the four output tables (the same descriptions are stored in every "
+        "Parquet file: Arrow field metadata `description`, and file key-value metadata "
+        "`talktime.description.<column>`).",
+    )
+    dic.add_argument(
+        "--format", choices=["text", "markdown", "json"], default="text", help="text for a terminal, markdown or json"
+    )
+    dic.add_argument("--output", metavar="FILE", help="write to FILE (UTF-8) instead of stdout")
     return parser
 
 
@@ -686,6 +698,21 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dictionary(args: argparse.Namespace) -> int:
+    from transforms.dictionary import as_json, as_markdown, as_text
+
+    text = {"text": as_text, "markdown": as_markdown, "json": as_json}[args.format]()
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write {args.output}: {exc}") from exc
+        print(f"talktime dictionary: wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "emulator": cmd_emulator,
     "report": cmd_report,
@@ -696,4 +723,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compact": cmd_compact,
     "verify": cmd_verify,
     "status": cmd_status,
+    "dictionary": cmd_dictionary,
 }

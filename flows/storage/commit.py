@@ -50,6 +50,7 @@ from flows import __version__
 from flows.errors import StorageError
 from flows.storage.lease import Lease
 from flows.storage.store import Store
+from transforms.dictionary import descriptions
 from transforms.schemas import SCHEMA_VERSION, SORT_KEYS, TABLES
 
 PARQUET_OPTIONS: dict[str, object] = {
@@ -76,10 +77,22 @@ def table_metadata(table: str) -> dict[bytes, bytes]:
 
 
 def to_arrow(table: str, frame: pl.DataFrame) -> pa.Table:
-    """The frame checked against the table's declared schema, as Arrow with our metadata."""
+    """The frame checked against the table's declared schema, as Arrow with our metadata.
+
+    Each field carries its data-dictionary description (field metadata `description`, read by
+    pyarrow); the same texts are also file key-value metadata `talktime.description.<column>`,
+    because DuckDB does not decode Arrow field metadata (`parquet_kv_metadata` shows them).
+    """
     if frame.schema != TABLES[table]:
         raise StorageError(f"{table}: output schema {dict(frame.schema)} differs from the declared one")
-    return frame.sort(*SORT_KEYS[table]).to_arrow().replace_schema_metadata(table_metadata(table))
+    data = frame.sort(*SORT_KEYS[table]).to_arrow()
+    described = descriptions(table)
+    fields = [
+        f.with_metadata({b"description": described[f.name].encode()}) if f.name in described else f for f in data.schema
+    ]
+    metadata = table_metadata(table)
+    metadata.update({f"talktime.description.{name}".encode(): text.encode() for name, text in described.items()})
+    return data.cast(pa.schema(fields, metadata=metadata))
 
 
 def data_path(table: str, fetched_date: str, batch_id: str) -> str:
