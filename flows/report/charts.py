@@ -12,7 +12,14 @@ WIDTH = 560
 HEIGHT = 180
 BAR = "#4c78a8"
 MEDIAN = "#e45756"
-COUNT_AXIS = alt.Axis(format="~s", tickMinStep=1)
+
+
+def count_axis(counts: pl.Series) -> alt.Axis:
+    """Whole-number ticks (explicit ones when the largest count is small: Vega would draw 0.5)."""
+    top = int(counts.max() or 0) if counts.len() else 0  # type: ignore[arg-type]
+    return alt.Axis(format="~s", values=list(range(top + 1))) if top <= 5 else alt.Axis(format="~s")
+
+
 # Altair's builders are loosely typed (many return Any): charts are passed around as this.
 AltChart = Any
 SPEAKER_COLORS = {"doctor": "#4c78a8", "patient": "#f58518", "unspecified": "#9d9d9d"}
@@ -57,7 +64,7 @@ def histogram(
         .encode(
             x=alt.X("lo:Q", title=x_title, scale=scale, axis=axis),
             x2="hi:Q",
-            y=alt.Y("count:Q", title="transcriptions", axis=COUNT_AXIS),
+            y=alt.Y("count:Q", title="transcriptions", axis=count_axis(bins["count"])),
             y2=alt.Y2Datum(0),
         )
         .properties(width=width, height=HEIGHT)
@@ -68,16 +75,17 @@ def histogram(
     rule = alt.Chart(_values(rule_frame)).mark_rule(color=MEDIAN, strokeWidth=2).encode(x="median:Q")
     label = (
         alt.Chart(_values(rule_frame))
-        .mark_text(color=MEDIAN, align="left", dx=4, dy=-4, baseline="top", fontWeight="bold")
+        .mark_text(color=MEDIAN, align="left", dx=4, dy=-2, baseline="bottom", fontWeight="bold")
         .encode(x="median:Q", y=alt.value(0), text="label:N")
     )
     return alt.layer(bars, rule, label)
 
 
-def speaker_histograms(bins: pl.DataFrame, x_title: str, medians: pl.DataFrame) -> AltChart:
+def speaker_histograms(bins: pl.DataFrame, x_title: str, medians: pl.DataFrame, digits: int = 0) -> AltChart:
     """One histogram per speaker (`speaker`, lo, hi, count), stacked, sharing the x scale; medians as rules."""
     rows = []
     speakers = [s for s in SPEAKER_COLORS if s in set(bins["speaker"].to_list())]
+    upper = float(bins["hi"].max())  # type: ignore[arg-type]
     for speaker in speakers:
         part = bins.filter(pl.col("speaker") == speaker)
         med = medians.filter(pl.col("speaker") == speaker)
@@ -85,9 +93,9 @@ def speaker_histograms(bins: pl.DataFrame, x_title: str, medians: pl.DataFrame) 
             alt.Chart(_values(part))
             .mark_rect(stroke="white", strokeWidth=0.5)
             .encode(
-                x=alt.X("lo:Q", title=x_title, scale=alt.Scale(nice=False, zero=True)),
+                x=alt.X("lo:Q", title=x_title, scale=alt.Scale(domain=[0, upper], nice=False)),
                 x2="hi:Q",
-                y=alt.Y("count:Q", title="transcriptions", axis=COUNT_AXIS),
+                y=alt.Y("count:Q", title="transcriptions", axis=count_axis(part["count"])),
                 y2=alt.Y2Datum(0),
                 color=_speaker_color(),
             )
@@ -95,11 +103,20 @@ def speaker_histograms(bins: pl.DataFrame, x_title: str, medians: pl.DataFrame) 
         )
         if med.height and med["median"][0] is not None:
             value = float(med["median"][0])
-            frame = pl.DataFrame({"median": [value], "label": [f"median {value:,.0f}"]})
+            beyond = value > upper  # in the clipped last bin: drawn at the right edge
+            label = f"median {value:,.{digits}f}" + (" (off the scale)" if beyond else "")
+            frame = pl.DataFrame({"median": [min(value, upper)], "label": [label]})
             rule = alt.Chart(_values(frame)).mark_rule(color=MEDIAN, strokeWidth=2).encode(x="median:Q")
             text = (
                 alt.Chart(_values(frame))
-                .mark_text(color=MEDIAN, align="left", dx=4, baseline="top", fontWeight="bold")
+                .mark_text(
+                    color=MEDIAN,
+                    align="right" if beyond else "left",
+                    dx=-4 if beyond else 4,
+                    dy=-2,
+                    baseline="bottom",
+                    fontWeight="bold",
+                )
                 .encode(x="median:Q", y=alt.value(0), text="label:N")
             )
             rows.append(alt.layer(bars, rule, text))
@@ -113,7 +130,7 @@ def bars(frame: pl.DataFrame, category: str, title: str, *, color: str | None = 
     height = max(24, 22 * frame.height)
     encode: dict[str, Any] = {
         "y": alt.Y(f"{category}:N", title=title, sort=None, axis=alt.Axis(labelLimit=260)),
-        "x": alt.X("count:Q", title="count", axis=COUNT_AXIS),
+        "x": alt.X("count:Q", title="count", axis=count_axis(frame["count"])),
     }
     if color:
         encode["color"] = alt.Color(f"{color}:N", legend=alt.Legend(orient="bottom"))

@@ -257,7 +257,7 @@ def _response_gap(data: ReportData) -> Section:
     )
     if binned.is_empty():
         return Section("response-gap", title, caption, note="No speaker has a response gap.")
-    chart = charts.speaker_histograms(binned, "mean response gap (seconds)", summary)
+    chart = charts.speaker_histograms(binned, "mean response gap (seconds)", summary, digits=2)
     return Section("response-gap", title, caption, (charts.svg(chart),), extra_html=_quantile_table(summary, "s", 2))
 
 
@@ -281,9 +281,7 @@ def _outcomes(data: ReportData) -> Section:
         return Section("outcomes", "Outcomes by status", caption, note="No id recorded yet.")
     parts: list[charts.AltChart] = [charts.bars(by_status, "status", "status")]
     if errors.height:
-        parts.append(
-            charts.bars(errors.select("outcome", "count", "status"), "outcome", "status · error code", color="status")
-        )
+        parts.append(charts.bars(errors.select("outcome", "count"), "outcome", "status · error code"))
         caption += (
             "Bottom: transcriptions with an error code, by status and <code>error_code</code> (the API's code for "
             "<code>failed</code>, talktime's for <code>error</code>; the 30 most frequent)."
