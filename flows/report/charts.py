@@ -17,7 +17,7 @@ MEDIAN = "#e45756"
 def count_axis(counts: pl.Series) -> alt.Axis:
     """Whole-number ticks (explicit ones when the largest count is small: Vega would draw 0.5)."""
     top = int(counts.max() or 0) if counts.len() else 0  # type: ignore[arg-type]
-    return alt.Axis(format="~s", values=list(range(top + 1))) if top <= 5 else alt.Axis(format="~s")
+    return alt.Axis(format=",d", values=list(range(top + 1))) if top <= 5 else alt.Axis(format=",d")
 
 
 # Altair's builders are loosely typed (many return Any): charts are passed around as this.

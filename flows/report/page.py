@@ -15,6 +15,7 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
+from flows.errors import ConfigurationError
 from flows.report import charts
 from flows.report.data import (
     MAX_TIMELINE_ITEMS,
@@ -73,14 +74,20 @@ def write_report(out: str, html_path: str | os.PathLike[str], timeline: list[str
 
     ConfigurationError when `out` is not a talktime output or a `timeline` id is not in it.
     """
+    if Path(html_path).is_dir():
+        raise ConfigurationError(f"--html {html_path} is a directory: name the HTML file to write")
     status = output_status(out, talk=False, rows=False)
     data = load(status, out, list(timeline or []))
     page = render(data)
     target = Path(html_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ConfigurationError(f"--html {target}: cannot write the report ({exc.strerror or exc})") from None
     return Report(
         path=target,
         size_bytes=target.stat().st_size,
@@ -284,7 +291,8 @@ def _outcomes(data: ReportData) -> Section:
         parts.append(charts.bars(errors.select("outcome", "count"), "outcome", "status · error code"))
         caption += (
             "Bottom: transcriptions with an error code, by status and <code>error_code</code> (the API's code for "
-            "<code>failed</code>, talktime's for <code>error</code>; the 30 most frequent)."
+            "<code>failed</code>, talktime's own for <code>error</code> and <code>not_found</code>; the 30 most "
+            "frequent). Counts are ids: each id counted once, at its latest outcome."
         )
     else:
         caption += "No transcription has an error code."

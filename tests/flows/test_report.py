@@ -171,9 +171,10 @@ def test_exit_2_with_one_line(sample_out: str, tmp_path: Path, capsys: pytest.Ca
         ["--out", str(tmp_path / "file")],
         ["--out", sample_out, "--timeline", "00000000-0000-4000-8000-000000000000"],
     ]
-    for case in cases:
+    cases_html = [["--out", sample_out, "--html", str(tmp_path)]]  # a directory
+    for case in [["--html", str(html), *case] for case in cases] + cases_html:
         capsys.readouterr()
-        assert main(["report", "--html", str(html), *case]) == 2, case
+        assert main(["report", *case]) == 2, case
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("talktime: error: "), err
     assert not html.exists()
