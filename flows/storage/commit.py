@@ -51,7 +51,7 @@ from flows.errors import StorageError
 from flows.storage.lease import Lease
 from flows.storage.store import Store
 from transforms.dictionary import descriptions
-from transforms.schemas import SCHEMA_VERSION, SORT_KEYS, TABLES
+from transforms.schemas import SCHEMA_VERSION, SORT_KEYS, TABLES, conform_table
 
 PARQUET_OPTIONS: dict[str, object] = {
     "compression": "zstd",
@@ -165,7 +165,7 @@ class Transaction:
                 if not self.store.exists(old):
                     continue
                 kept = pl.DataFrame(self.store.read_parquet(old)).filter(~pl.col("transcription_id").is_in(sorted(ids)))
-                data = to_arrow(table, kept.cast(dict(TABLES[table])))  # type: ignore[arg-type]
+                data = to_arrow(table, conform_table(kept, table))  # an older version's file is rewritten in this one
                 self.stage(f"replace/{table}/{old_batch}.parquet", data, old, **PARQUET_OPTIONS)
 
     def commit(self) -> None:
@@ -213,5 +213,4 @@ def read_every_file(store: Store, table: str) -> pl.DataFrame:
     files = store.list(table, ".parquet")
     if not files:
         return pl.DataFrame(schema=TABLES[table])
-    frames = [pl.DataFrame(store.read_parquet(f)) for f in files]
-    return pl.concat(frames).cast(dict(TABLES[table]))  # type: ignore[arg-type]
+    return pl.concat([conform_table(pl.DataFrame(store.read_parquet(f)), table) for f in files])

@@ -22,7 +22,7 @@ from flows.storage.commit import PARQUET_OPTIONS, PARTITION, Transaction, data_p
 from flows.storage.lease import Lease
 from flows.storage.ledger import LEDGER_PATH, load_ledger
 from flows.storage.store import Store
-from transforms.schemas import TABLES
+from transforms.schemas import TABLES, conform_table
 
 _DATE = re.compile(rf"/{PARTITION}=([0-9-]+)/")
 
@@ -43,7 +43,8 @@ def _compact_partition(lease: Lease, date: str, files: dict[str, list[str]], led
     transaction = Transaction(store, new_batch_id())
     batch_id = transaction.record.batch_id
     for table, paths in files.items():
-        merged = pl.concat([pl.DataFrame(store.read_parquet(p)) for p in paths]).cast(dict(TABLES[table]))  # type: ignore[arg-type]
+        # Files of an older schema version get the columns added since as nulls (not recomputed).
+        merged = pl.concat([conform_table(pl.DataFrame(store.read_parquet(p)), table) for p in paths])
         transaction.stage(
             f"{table}.parquet", to_arrow(table, merged), data_path(table, date, batch_id), **PARQUET_OPTIONS
         )

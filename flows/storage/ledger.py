@@ -27,7 +27,7 @@ from flows.errors import StorageError
 from flows.outcomes import Outcome
 from flows.storage.commit import PARTITION
 from flows.storage.store import Store
-from transforms.schemas import TABLES, UTC_TIMESTAMP
+from transforms.schemas import ADDED_COLUMNS, TABLES, UTC_TIMESTAMP, conform_table
 
 LEDGER_PATH = "_talktime/ledger.parquet"
 UNREADABLE_LEDGER = (
@@ -171,9 +171,10 @@ def _read_columns(store: Store, path: str, table: str, columns: Sequence[str]) -
     data = read_stored(store, path)
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
-        if not set(columns) <= set(parquet.schema_arrow.names):
-            return None
-        return pl.DataFrame(parquet.read(columns=list(columns))).cast({c: TABLES[table][c] for c in columns})
+        stored = [c for c in columns if c in parquet.schema_arrow.names]
+        if not set(columns) - set(stored) <= set(ADDED_COLUMNS.get(table, {})):
+            return None  # a column lacks that no schema version of the table lacked
+        return conform_table(pl.DataFrame(parquet.read(columns=stored)), table, columns)
     except UNREADABLE:
         return None
 

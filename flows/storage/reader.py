@@ -18,7 +18,7 @@ import polars as pl
 from flows.errors import StorageError
 from flows.storage.ledger import LEDGER_PATH, UNREADABLE_LEDGER, load_ledger, parse_ledger
 from flows.storage.store import Store
-from transforms.schemas import TABLES
+from transforms.schemas import TABLES, conform_table
 
 _BATCH = re.compile(r"part-(.+)\.parquet$")
 READ_BUDGET_S = 60.0
@@ -32,7 +32,7 @@ def _rows_with_batch(store: Store, table: str) -> pl.DataFrame:
     frames = []
     for path in store.list(table, ".parquet"):
         match = _BATCH.search(path)
-        frame = pl.DataFrame(store.read_parquet(path)).cast(dict(TABLES[table]))  # type: ignore[arg-type]
+        frame = conform_table(pl.DataFrame(store.read_parquet(path)), table)
         frames.append(frame.with_columns(pl.lit(match.group(1) if match else None, pl.String).alias("batch_id")))
     return pl.concat(frames) if frames else pl.DataFrame(schema={**TABLES[table], "batch_id": pl.String()})
 

@@ -44,7 +44,7 @@ from flows.storage.ledger import (
     read_stored,
 )
 from flows.storage.store import Store
-from transforms.schemas import TABLES
+from transforms.schemas import TABLES, conform_table
 
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "transcriptions": ("transcription_id",),
@@ -243,7 +243,7 @@ def _rewrite(store: Store, transaction: Transaction, table: str, path: str, kept
     content = read_stored(store, path)
     try:
         frame = pl.DataFrame(pq.read_table(pa.BufferReader(content))).with_row_index("row")
-        rows = frame.filter(pl.col("row").is_in(kept)).drop("row").cast(dict(TABLES[table]))  # type: ignore[arg-type]
+        rows = conform_table(frame.filter(pl.col("row").is_in(kept)).drop("row"), table)
     except UNREADABLE:
         raise StorageError(f"{path} cannot be rewritten: it does not hold {table}'s columns") from None
     data = to_arrow(table, rows)
