@@ -1,4 +1,4 @@
-"""The `talktime` command line: run, ingest, status, compact, verify, webhook, emulator, demo."""
+"""The `talktime` command line: run, ingest, status, report, dictionary, compact, verify, webhook, emulator, demo."""
 
 from __future__ import annotations
 
