@@ -137,6 +137,18 @@ def stage_tables(store: Store, batch_id: str, frames: dict[str, pl.DataFrame]) -
     return {table: data.num_rows for table, data in arrow.items()}
 
 
+def rewritable(data: pa.Table, path: str) -> pl.DataFrame:
+    """A data file's rows, to be rewritten in this schema version; StorageError when a newer talktime
+    wrote it (rewriting it here would drop the columns that version added)."""
+    version = (data.schema.metadata or {}).get(b"talktime.schema_version", b"1")
+    if version.isdigit() and int(version) > SCHEMA_VERSION:
+        raise StorageError(
+            f"{path} was written by a newer talktime (schema version {int(version)}; this one writes "
+            f"{SCHEMA_VERSION}): upgrade talktime before it rewrites this output"
+        )
+    return pl.DataFrame(data)
+
+
 class Transaction:
     """One commit: files staged under the batch's staging folder, one commit record, then applied."""
 
@@ -164,7 +176,8 @@ class Transaction:
                 old = data_path(table, old_date, old_batch)
                 if not self.store.exists(old):
                     continue
-                kept = pl.DataFrame(self.store.read_parquet(old)).filter(~pl.col("transcription_id").is_in(sorted(ids)))
+                rows = rewritable(self.store.read_parquet(old), old)
+                kept = rows.filter(~pl.col("transcription_id").is_in(sorted(ids)))
                 data = to_arrow(table, conform_table(kept, table))  # an older version's file is rewritten in this one
                 self.stage(f"replace/{table}/{old_batch}.parquet", data, old, **PARQUET_OPTIONS)
 

@@ -18,7 +18,16 @@ from collections.abc import Callable
 
 import polars as pl
 
-from flows.storage.commit import PARQUET_OPTIONS, PARTITION, Transaction, data_path, new_batch_id, recover, to_arrow
+from flows.storage.commit import (
+    PARQUET_OPTIONS,
+    PARTITION,
+    Transaction,
+    data_path,
+    new_batch_id,
+    recover,
+    rewritable,
+    to_arrow,
+)
 from flows.storage.lease import Lease
 from flows.storage.ledger import LEDGER_PATH, load_ledger
 from flows.storage.store import Store
@@ -44,7 +53,7 @@ def _compact_partition(lease: Lease, date: str, files: dict[str, list[str]], led
     batch_id = transaction.record.batch_id
     for table, paths in files.items():
         # Files of an older schema version get the columns added since as nulls (not recomputed).
-        merged = pl.concat([conform_table(pl.DataFrame(store.read_parquet(p)), table) for p in paths])
+        merged = pl.concat([conform_table(rewritable(store.read_parquet(p), p), table) for p in paths])
         transaction.stage(
             f"{table}.parquet", to_arrow(table, merged), data_path(table, date, batch_id), **PARQUET_OPTIONS
         )

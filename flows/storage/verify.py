@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from flows.errors import ConfigurationError, StorageError
-from flows.storage.commit import INTERNAL, PARQUET_OPTIONS, Transaction, new_batch_id, recover, to_arrow
+from flows.storage.commit import INTERNAL, PARQUET_OPTIONS, Transaction, new_batch_id, recover, rewritable, to_arrow
 from flows.storage.lease import Lease
 from flows.storage.ledger import (
     LEDGER_PATH,
@@ -242,7 +242,7 @@ def _rewrite(store: Store, transaction: Transaction, table: str, path: str, kept
         return
     content = read_stored(store, path)
     try:
-        frame = pl.DataFrame(pq.read_table(pa.BufferReader(content))).with_row_index("row")
+        frame = rewritable(pq.read_table(pa.BufferReader(content)), path).with_row_index("row")
         rows = conform_table(frame.filter(pl.col("row").is_in(kept)).drop("row"), table)
     except UNREADABLE:
         raise StorageError(f"{path} cannot be rewritten: it does not hold {table}'s columns") from None

@@ -167,3 +167,28 @@ def test_refetching_an_id_of_a_v1_file_recomputes_its_rows(tmp_path: Path) -> No
     assert got.filter(pl.col("transcription_id") == b).select(NEW).null_count().row(0) == (2, 2, 2)
     assert pq.read_schema(old).metadata[b"talktime.schema_version"] == b"2"  # the superseding rewrite
     assert verify(str(tmp_path)).consistent
+
+
+def make_newer(path: Path) -> bytes:
+    """Mark a data file as written by a future schema version; its bytes."""
+    table = pq.read_table(path)
+    metadata = dict(table.schema.metadata or {}) | {b"talktime.schema_version": b"99"}
+    pq.write_table(table.replace_schema_metadata(metadata), path, compression="zstd")
+    return path.read_bytes()
+
+
+def test_a_file_of_a_newer_version_is_never_rewritten(tmp_path: Path) -> None:
+    from flows.cli import main
+    from flows.errors import StorageError
+
+    items = [item("doctor", 0, 10, "Why?"), item("patient", 12, 20, "Because.")]
+    tids = [f"00000000-0000-4000-8000-00000000000{n}" for n in range(3)]
+    for tid in tids:  # three files per table in one partition: compact would merge them
+        commit(tmp_path, [Outcome(tid, "succeeded", FETCHED_AT, api_version="2024-04-22", items=items)])
+    newer = files(tmp_path)[0]
+    content = make_newer(newer)
+    assert main(["compact", "--out", str(tmp_path)]) == 2  # one line: upgrade talktime first
+    assert newer.read_bytes() == content
+    with pytest.raises(StorageError, match="written by a newer talktime"):  # nor by a run replacing its rows
+        commit(tmp_path, [Outcome(tids[0], "succeeded", FETCHED_AT, items=items)], refetch=("succeeded",))
+    assert newer.read_bytes() == content
