@@ -155,7 +155,7 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
             for n, chunk in enumerate(_chunks(plan.to_fetch, settings.batch_size), start=1)
         )
         repolls = Repolls(settings.max_wait_s)
-        route = RouteCheck(settings)
+        route = RouteCheck(settings, len(plan.to_fetch))
 
         def commit(staged: StagedBatch) -> None:
             route.check(staged)
@@ -180,15 +180,21 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
     return summary
 
 
+ROUTE_CHECK_MIN_IDS = 5
+
+
 class RouteCheck:
     """Stop before anything is recorded when every id of the first batch answers 404: the URL is wrong.
 
     A wrong path answers 404 for every id, which would make each a final `not_found`, and the
-    right URL would then skip them all as already final.
+    right URL would then skip them all as already final. Only a run with at least
+    ROUTE_CHECK_MIN_IDS ids to poll is checked: when a few ids are left (a run resumed after the
+    others were recorded), their all being unknown is as likely as a wrong URL, and cheap to
+    `--refetch`.
     """
 
-    def __init__(self, settings: RunSettings) -> None:
-        self._pending = settings.check_route
+    def __init__(self, settings: RunSettings, to_fetch: int) -> None:
+        self._pending = settings.check_route and to_fetch >= ROUTE_CHECK_MIN_IDS
 
     def check(self, staged: StagedBatch) -> None:
         if not self._pending or not staged.name.startswith("fetch-"):

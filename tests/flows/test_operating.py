@@ -109,6 +109,26 @@ def test_a_wrong_api_url_stops_at_the_first_batch_and_records_nothing(
     assert statuses(tmp_path / "out") == {"succeeded": 10}
 
 
+def test_a_run_with_few_ids_to_poll_records_their_404s(tmp_path: Path) -> None:
+    """A resumed run whose only id left is unknown is no sign of a wrong URL (fewer than 5 ids to poll)."""
+    unknown = ["00000000-0000-4000-8000-000000000404", "00000000-0000-4000-8000-000000000405"]
+    with EmulatorServer(EmulatorConfig(responses=RESPONSES)) as server:
+        ids = manifest(tmp_path, unknown)
+        argv = [
+            "run",
+            "--api-url",
+            server.api_url,
+            "--ids",
+            ids,
+            "--out",
+            str(tmp_path / "out"),
+            "--api-key",
+            DEFAULT_API_KEY,
+        ]
+        assert main(argv) == 0
+    assert statuses(tmp_path / "out") == {"not_found": 2}
+
+
 def test_refetch_polls_ids_whose_recorded_outcome_is_final(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with EmulatorServer(EmulatorConfig(responses=RESPONSES)) as server:
