@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import altair as alt
 import polars as pl
@@ -113,18 +114,25 @@ def render(data: ReportData) -> str:
     return _page(data, sections)
 
 
+def _median(values: pl.Series, label: str) -> dict[str, Any]:
+    """charts.histogram's median arguments: the median of `values`, and `label` formatting it."""
+    median = values.median()
+    if median is None:
+        return {"median": None, "median_label": ""}
+    value = float(median)  # type: ignore[arg-type]
+    return {"median": value, "median_label": "median " + label.format(value)}
+
+
 # --- sections ----------------------------------------------------------------------------------
 
 
 def _talk_share(data: ReportData) -> Section:
     doctor = data.metrics.filter(pl.col("speaker") == "doctor")["talk_share"].drop_nulls()
-    median = doctor.median()
     chart = charts.histogram(
         histogram(doctor, 0.0, 1.0, 20),
         "doctor's talk share",
         axis_format="%",
-        median=None if median is None else float(median),  # type: ignore[arg-type]
-        median_label="" if median is None else f"median {float(median):.0%}",  # type: ignore[arg-type]
+        **_median(doctor, "{:.0%}"),
     )
     caption = (
         f"Succeeded transcriptions with a doctor item ({doctor.len():,} of {data.succeeded.height:,}), by the "
@@ -140,14 +148,12 @@ def _ratio(data: ReportData) -> Section:
     low, high = -3, 3
     below = int((ratio < 2.0**low).sum()) if ratio.len() else 0
     above = int((ratio > 2.0**high).sum()) if ratio.len() else 0
-    median = ratio.median()
     chart = charts.histogram(
         log2_histogram(ratio, low, high, 4),
         "doctor talk time ÷ patient talk time (log scale)",
         axis_format="~g",
         log=True,
-        median=None if median is None else float(median),  # type: ignore[arg-type]
-        median_label="" if median is None else f"median {float(median):.2f}",  # type: ignore[arg-type]
+        **_median(ratio, "{:.2f}"),
     )
     caption = (
         f"<code>doctor_patient_ratio</code> of {ratio.len():,} succeeded transcriptions = doctor's talk time ÷ "
@@ -232,12 +238,10 @@ def _opening(data: ReportData) -> Section:
         return _missing_v2("opening", title, "first_turn_ms")
     seconds = data.metrics.filter(pl.col("speaker") == "patient")["first_turn_ms"].drop_nulls() / 1000
     upper = nice_upper(seconds)
-    median = seconds.median()
     chart = charts.histogram(
         histogram(seconds, 0.0, upper, 30),
         "patient's first turn (seconds)",
-        median=None if median is None else float(median),  # type: ignore[arg-type]
-        median_label="" if median is None else f"median {float(median):,.1f} s",  # type: ignore[arg-type]
+        **_median(seconds, "{:,.1f} s"),
     )
     caption = (
         f"<code>first_turn_ms</code> of the patient in {seconds.len():,} succeeded transcriptions with a patient "
