@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -66,24 +68,25 @@ def run_flow(settings: RunSettings) -> RunSummary | State:
     key and storage credentials come from. The run fails when it stopped early or more than
     `settings.max_error_share` of its ids ended in `error` (the counts are in its message).
     """
-    watch = Watchers([ArtifactWatcher("talktime run"), *terminal_watchers()])
-    log = get_run_logger()
-    try:
-        with withholding_messages(), batch_runner(settings, fetch_batch_task, log) as submit:
-            summary = poll(settings, submit, log, watch)
-    except PipelineError as exc:
-        return _refused(exc)
-    return _report(summary, settings.out)
+    return _run("talktime run", settings, fetch_batch_task, poll)
 
 
 @flow(name="talktime-ingest", log_prints=False)
 def ingest_flow(settings: IngestSettings) -> RunSummary | State:
     """Read saved API responses or webhook events (no network) and update `settings.out`."""
-    watch = Watchers([ArtifactWatcher("talktime ingest"), *terminal_watchers()])
+    return _run("talktime ingest", settings, read_batch_task, ingest)
+
+
+def _run(
+    label: str, settings: RunSettings | IngestSettings, batch_task: Any, body: Callable[..., RunSummary]
+) -> RunSummary | State:
+    """A flow's body (`poll` or `ingest`) with its batch tasks submitted where the settings say, watched
+    by a progress artifact (and the CLI's bar); then its report, or one line and a Failed run."""
+    watch = Watchers([ArtifactWatcher(label), *terminal_watchers()])
     log = get_run_logger()
     try:
-        with withholding_messages(), batch_runner(settings, read_batch_task, log) as submit:
-            summary = ingest(settings, submit, log, watch)
+        with withholding_messages(), batch_runner(settings, batch_task, log) as submit:
+            summary = body(settings, submit, log, watch)
     except PipelineError as exc:
         return _refused(exc)
     return _report(summary, settings.out)
