@@ -17,17 +17,21 @@
 
 Expected outcomes (failed, ongoing, 404, a rejected item) are data, never exceptions.
 Messages never contain credentials or transcript text: ours are written so, and any other
-exception leaving a flow or a task is replaced by a WithheldError (`withholding_messages`),
+exception leaving a flow or a task is replaced by a WithheldError (`withholding`), its chain cut,
 because Prefect writes an exception's message to its log table and its stored states, and a
 library's message may quote the value it choked on.
 """
 
 from __future__ import annotations
 
+import functools
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class PipelineError(Exception):
@@ -114,14 +118,32 @@ def withheld(exc: BaseException) -> WithheldError:
     return WithheldError(f"{type(exc).__name__} at {raised_at(exc)} (message withheld: it may quote transcript text)")
 
 
-@contextmanager
-def withholding_messages() -> Iterator[None]:
-    """Let PipelineErrors (and errors already withheld) through; replace any other by a WithheldError, unchained."""
-    try:
-        yield
-        return
-    except (PipelineError, WithheldError):
-        raise
-    except Exception as exc:
-        error = withheld(exc)
-    raise error
+def scrubbed(exc: BaseException) -> BaseException:
+    """The exception without the exceptions it was raised from or during (their messages may quote patient data)."""
+    exc.__cause__ = None
+    exc.__context__ = None
+    exc.__suppress_context__ = True
+    return exc
+
+
+def withholding(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap `fn` so that what leaves it is safe to record: a PipelineError (ours, written safe) or a
+    WithheldError, either with no chained or context exception behind it.
+
+    Prefect prints an exception's whole chain in its log tracebacks, and an exception raised in an
+    `except` block (or in a context manager's `__exit__`) keeps the one being handled as its
+    `__context__`. So the replacement is raised here, in a plain frame after the `except` block has
+    ended, and the chain of anything let through is cut.
+    """
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (PipelineError, WithheldError) as exc:
+            error = scrubbed(exc)
+        except Exception as exc:
+            error = withheld(exc)
+        raise error
+
+    return call

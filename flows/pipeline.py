@@ -25,7 +25,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Failed
 
 from flows.batch import BatchSpec, StagedBatch, fetch_batch, read_batch
-from flows.errors import PipelineError, withholding_messages
+from flows.errors import PipelineError, scrubbed, withholding
 from flows.progress import ArtifactWatcher, Watchers, terminal_watchers
 from flows.runs import ingest, poll
 from flows.scaleout import batch_runner
@@ -39,19 +39,19 @@ TABLE_ARTIFACT = "talktime-run-table"
 
 
 @task(name="fetch-batch", task_run_name="{spec.name}", cache_policy=NO_CACHE)
+@withholding
 def fetch_batch_task(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
     """Poll a batch of ids, transform and stage what changed (flows.batch.fetch_batch)."""
-    with withholding_messages():
-        storage_credentials(settings)
-        return fetch_batch(settings, spec)
+    storage_credentials(settings)
+    return fetch_batch(settings, spec)
 
 
 @task(name="read-batch", task_run_name="{spec.name}", cache_policy=NO_CACHE)
+@withholding
 def read_batch_task(settings: IngestSettings, spec: BatchSpec) -> StagedBatch:
     """Read a slice of the inputs, transform and stage what changed (flows.batch.read_batch)."""
-    with withholding_messages():
-        storage_credentials(settings)
-        return read_batch(settings, spec)
+    storage_credentials(settings)
+    return read_batch(settings, spec)
 
 
 def storage_credentials(settings: RunSettings | IngestSettings) -> None:
@@ -77,6 +77,7 @@ def ingest_flow(settings: IngestSettings) -> RunSummary | State:
     return _run("talktime ingest", settings, read_batch_task, ingest)
 
 
+@withholding
 def _run(
     label: str, settings: RunSettings | IngestSettings, batch_task: Any, body: Callable[..., RunSummary]
 ) -> RunSummary | State:
@@ -85,7 +86,7 @@ def _run(
     watch = Watchers([ArtifactWatcher(label), *terminal_watchers()])
     log = get_run_logger()
     try:
-        with withholding_messages(), batch_runner(settings, batch_task, log) as submit:
+        with batch_runner(settings, batch_task, log) as submit:
             summary = body(settings, submit, log, watch)
     except PipelineError as exc:
         return _refused(exc)
@@ -95,7 +96,7 @@ def _run(
 def _refused(exc: PipelineError) -> State:
     """A configuration, credential or storage error: one line in the log and a Failed run, no traceback."""
     get_run_logger().error("talktime: error: %s", exc)
-    return Failed(message=str(exc), data=exc)
+    return Failed(message=str(exc), data=scrubbed(exc))
 
 
 def _report(summary: RunSummary, out: str) -> RunSummary | State:

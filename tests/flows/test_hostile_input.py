@@ -170,21 +170,25 @@ def test_an_unexpected_error_in_a_batch_never_carries_its_message_into_logs_or_s
     from flows.cli import main
 
     def leak(*_: object, **__: object) -> None:
-        raise UnicodeEncodeError("utf-8", SECRET_TEXT, 0, 1, "surrogates not allowed")
+        raise ValueError(f"could not read {SECRET_TEXT!r}")  # a library quoting the value it choked on
 
     monkeypatch.setattr(flows.batch, "build_tables", leak)
     caplog.set_level(logging.DEBUG)
     (tmp_path / "a.ndjson").write_text(succeeded('{"speaker":"doctor","start_time_ms":0,"end_time_ms":5}') + "\n")
     assert main(["ingest", "--input", str(tmp_path / "a.ndjson"), "--out", str(tmp_path / "out")]) == 3
 
-    async def task_run_messages() -> list[str]:
+    async def recorded_by_prefect() -> list[str]:
+        """Every place the server keeps an exception: log lines (tracebacks included) and run states."""
         async with get_client() as client:
-            runs = await client.read_task_runs()
-            return [str(r.state.message) for r in runs if r.state is not None]
+            runs = [*await client.read_task_runs(), *await client.read_flow_runs()]
+            logs = await client.read_logs()
+            return [str(r.state) for r in runs] + [log.message for log in logs]
 
     captured = capsys.readouterr()
-    everything = "\n".join([captured.out, captured.err, caplog.text, *asyncio.run(task_run_messages())])
-    assert "unexpected error: UnicodeEncodeError at " in captured.err  # the failure is reported, by its type
+    recorded = asyncio.run(recorded_by_prefect())
+    assert any("message withheld" in line for line in recorded)  # the server did record the failure
+    everything = "\n".join([captured.out, captured.err, caplog.text, *recorded])
+    assert "unexpected error: ValueError at " in captured.err  # the failure is reported, by its type
     assert "message withheld" in captured.err
     assert SECRET_TEXT not in everything
 
@@ -202,3 +206,40 @@ def test_a_deep_value_inside_a_rejected_item_never_crashes_the_batch(depth: int)
     else:
         assert tables["rejected_items"]["reason"].to_list() == ["unknown_speaker"]
         assert tables["transcript_items"].height == 1
+
+
+@pytest.mark.parametrize("error", [ValueError, KeyError, UnicodeError], ids=["value", "key", "unicode"])
+def test_a_withheld_error_carries_no_chained_or_context_exception(error: type[Exception]) -> None:
+    import traceback
+
+    from flows.errors import WithheldError, withholding
+
+    @withholding
+    def leak() -> None:
+        try:
+            raise error(SECRET_TEXT)
+        except Exception:
+            raise error(f"while handling: {SECRET_TEXT}")  # noqa: B904  (the implicit __context__ is the point)
+
+    with pytest.raises(WithheldError) as raised:
+        leak()
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
+    assert SECRET_TEXT not in "".join(traceback.format_exception(raised.value))
+
+
+def test_a_pipeline_error_leaves_without_the_library_exception_it_was_raised_from() -> None:
+    import traceback
+
+    from flows.errors import StorageError, withholding
+
+    @withholding
+    def fail() -> None:
+        try:
+            raise OSError(SECRET_TEXT)
+        except OSError as exc:
+            raise StorageError("cannot write the output") from exc
+
+    with pytest.raises(StorageError) as raised:
+        fail()
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
+    assert SECRET_TEXT not in "".join(traceback.format_exception(raised.value))
