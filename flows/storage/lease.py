@@ -25,7 +25,10 @@ Every change of the lease is atomic against the version read just before (`flows
   microseconds of a swap; the kernel drops it if its process dies, so a crash never leaves it.
 - **renew**: compare-and-swap against this writer's own last version. If another writer took
   the lease over meanwhile (it had expired: this process was stalled), the swap fails and the
-  writer stops with `LeaseLostError`, committing nothing more.
+  writer stops with `LeaseLostError`, committing nothing more. A failed swap is first compared
+  with what is stored: when the stored lease is this very renewal (same owner token, same
+  expiry), the request had succeeded but its answer was lost and the retry was refused (S3:
+  412), so the renewal stands.
 - **release**: delete only if still this writer's own version (S3: `DELETE` with `If-Match`;
   disk: under the flock), so a writer never removes someone else's lease.
 
@@ -196,9 +199,21 @@ class Lease:
             record = replace(self.record, expires_at=self.clock() + self.ttl)
             tag = self.store.replace_if_match(LEASE_PATH, record.to_json(), self.tag)
             if tag is None:
+                tag = self._own_write(record)
+            if tag is None:
                 self.lost = LeaseLostError(self._lost_message())
                 raise self.lost
             self.record, self.tag = record, tag
+
+    def _own_write(self, record: LeaseRecord) -> str | None:
+        """After a failed swap: the lease's tag if what is stored is this very renewal (a request whose
+        answer was lost, retried, and refused because the first attempt had already swapped), else None."""
+        current = self._read()
+        if current is None:
+            return None
+        stored, tag = current
+        same = stored.owner.token == self.owner.token and stored.expires_at == record.expires_at
+        return tag if same else None
 
     def release(self) -> None:
         """Give the lease up if this writer still holds it; never someone else's."""

@@ -113,6 +113,31 @@ def test_a_writer_whose_lease_was_taken_over_can_neither_renew_nor_release_it(ou
     assert record is not None and record.owner.run == "new"
 
 
+def test_a_renewal_whose_answer_was_lost_is_recognised_as_this_writer_s_own(
+    out: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    store = Store(out)
+    lease = Lease(store, "run", clock=clock)
+    lease.acquire()
+    swap = store.replace_if_match
+
+    def answer_lost(relative: str, data: bytes, tag: str) -> str | None:
+        swap(relative, data, tag)  # the swap happened; its answer was lost and the retry got 412
+        return None
+
+    monkeypatch.setattr(store, "replace_if_match", answer_lost)
+    clock.now += timedelta(minutes=3)
+    lease.renew()  # not "another writer took it over"
+    monkeypatch.undo()
+    record = current(out)
+    assert record is not None and record.expires_at == clock.now + DEFAULT_LEASE_TTL
+    clock.now += timedelta(minutes=3)
+    lease.renew()  # and the tag it holds is the stored one's
+    lease.release()
+    assert current(out) is None
+
+
 def test_renewing_extends_the_lease_from_now(out: str) -> None:
     clock = Clock()
     lease = Lease(Store(out), "run", clock=clock)
