@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from flows.progress import Watcher, Watchers
 from flows.secrets import check_credentials, export_storage_credentials
 from flows.settings import IngestSettings, RunSettings
 from flows.storage.commit import new_batch_id
+from flows.storage.compact import compact_written
 from flows.storage.dataset import Dataset
 from flows.storage.lease import LeaseError
 from flows.storage.ledger import NEVER_SENT, plan_run
@@ -56,7 +58,7 @@ class Run:
             recovered = self.dataset.recover()
             if recovered:
                 log.warning("recovered %d batch(es) committed by an interrupted run", recovered)
-            self.snapshot = self.dataset.write_snapshot(self.run_id)
+            self.snapshot = self.dataset.snapshot()
         except BaseException:
             self.dataset.release_lease()
             raise
@@ -98,10 +100,15 @@ class Run:
         self.dataset.renew_lease()  # a writer that lost its lease commits nothing more
         return self.dataset.commit(staged.files, staged.polled, run_batches=frozenset(self.batch_ids))
 
-    def close(self) -> None:
-        """Drop this run's ledger snapshot and release the lease (also after a failure)."""
+    def close(self, *, tidy: bool = True) -> None:
+        """Keep the output tidy (compact the partitions this run wrote once they hold many files, fold
+        the ledger's log once it has grown), then release the lease (also after a failure)."""
         try:
-            self.dataset.drop_snapshot(self.run_id)
+            if tidy:
+                compacted = compact_written(self.dataset)
+                if compacted:
+                    self.log.info("compacted %d partition(s) this run wrote to", compacted)
+                self.dataset.fold_if_due()
         finally:
             self.dataset.release_lease()
 
@@ -143,7 +150,8 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
     try:
         now = datetime.now(UTC)
         expire_after = timedelta(seconds=settings.expire_after_s)
-        plan = plan_run(run.dataset.ledger, ids, now, expire_after, settings.refetch)
+        plan = plan_run(run.dataset.plan_rows(ids), ids, now, expire_after, settings.refetch)
+        run.dataset.fetch_rows(plan.refetched)
         summary.already_final = plan.already_final
         summary.total_units = len(plan.expired) + len(plan.to_fetch)
         run.watch.started("ids", summary.total_units)
@@ -174,7 +182,7 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
         summary.failure = failure(summary, settings.max_error_share)
     finally:
         close_fetchers()
-        run.close()
+        run.close(tidy=sys.exc_info()[0] is None)
         summary.finish()
         run.watch.finished(summary)
     return summary
@@ -237,7 +245,7 @@ def ingest(settings: IngestSettings, submit: Submit, log: Any, watch: Watcher | 
         )
         run_batches(specs, submit, lambda staged: run.commit(staged, summary), in_flight=settings.in_flight)
     finally:
-        run.close()
+        run.close(tidy=sys.exc_info()[0] is None)
         summary.finish()
         run.watch.finished(summary)
     if summary.skipped:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -33,11 +34,33 @@ def metrics_by_speaker(items: list[Any]) -> dict[str, dict[str, Any]]:
 def commit_outcomes(out: str, outcomes: list[Outcome]) -> None:
     """Stage and commit these outcomes as one batch of a run of their own (as the flows do)."""
     from flows.batch import BatchSpec, stage_outcomes
-    from flows.storage.commit import new_batch_id
     from flows.storage.dataset import Dataset
 
-    dataset = Dataset(out)
-    run_id = new_batch_id()
-    staged = stage_outcomes(out, BatchSpec.new(1, dataset.write_snapshot(run_id)), outcomes)
-    dataset.commit(staged.files, staged.polled, run_batches=frozenset())
-    dataset.drop_snapshot(run_id)
+    with Dataset.writer(out, "tests") as (dataset, _):
+        staged = stage_outcomes(out, BatchSpec.new(1, dataset.snapshot()), outcomes)
+        dataset.commit(staged.files, staged.polled, run_batches=frozenset())
+
+
+def ledger_files(out: str | Path) -> list[Path]:
+    """The stored ledger's files (checkpoint and log entries, and an old release's ledger.parquet)."""
+    root = Path(out) / "_talktime"
+    return sorted((root / "ledger").glob("*.parquet")) + [p for p in [root / "ledger.parquet"] if p.exists()]
+
+
+def newest_ledger_file(out: str | Path) -> Path:
+    """The ledger file a reader opens last: the newest log entry, else the checkpoint."""
+    files = ledger_files(out)
+    logs = [p for p in files if p.name.startswith("log-")]
+    return logs[-1] if logs else files[-1]
+
+
+def drop_ledger(out: str | Path) -> None:
+    """Delete the whole stored ledger, as an operator's mistake would."""
+    for path in ledger_files(out):
+        path.unlink()
+
+
+def write_ledger(out: str | Path, ledger: pl.DataFrame) -> None:
+    """Make `ledger` the whole stored ledger (as an output written before the ledger log holds it)."""
+    drop_ledger(out)
+    ledger.write_parquet(Path(out) / "_talktime" / "ledger.parquet")

@@ -495,7 +495,7 @@ def _check_output(out: str) -> None:
     if "://" in out:
         return
     from flows.storage.lease import Lease
-    from flows.storage.ledger import LEDGER_PATH, read_ledger
+    from flows.storage.ledgerlog import check_readable
     from flows.storage.store import Store
 
     path = Path(out)
@@ -505,8 +505,7 @@ def _check_output(out: str) -> None:
         raise ConfigurationError(f"--out {out} cannot be created (its parent is not a writable directory)")
     store = Store(out)
     Lease(store, "check").refuse_if_held()
-    if store.exists(LEDGER_PATH):
-        read_ledger(store)
+    check_readable(store)
 
 
 def _check_runner(settings: RunSettings | IngestSettings) -> None:

@@ -9,18 +9,13 @@ column, and only `reason` of `rejected_items` is kept.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import polars as pl
-import pyarrow.parquet as pq
 
-from flows.errors import ConfigurationError, StorageError
-from flows.storage.ledger import LEDGER_PATH, UNREADABLE_LEDGER, load_ledger, parse_ledger
-from flows.storage.reader import READ_BUDGET_S, read_table
+from flows.errors import ConfigurationError
+from flows.storage.reader import read_table
 from flows.storage.status import OutputStatus
-from flows.storage.store import Store
-from transforms.schemas import TRANSCRIPT_ITEMS
 
 SUCCEEDED = "succeeded"
 TIMELINE_COLUMNS = ("transcription_id", "speaker", "start_time_ms", "end_time_ms")
@@ -101,45 +96,7 @@ def read_items(out: str, ids: list[str]) -> pl.DataFrame:
     Only the timeline columns of the rows of `ids` are read (a Parquet filter), so an output of
     millions of items is never loaded whole and no transcript text is in memory.
     """
-    store = Store(out)
-    deadline, pause = time.monotonic() + READ_BUDGET_S, 0.01
-    while time.monotonic() < deadline:
-        before = store.read_bytes(LEDGER_PATH) if store.exists(LEDGER_PATH) else b""
-        try:
-            rows = _projected(store, ids)
-        except OSError:  # a file was replaced or compacted away while we listed: read again
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
-            continue
-        after = store.read_bytes(LEDGER_PATH) if store.exists(LEDGER_PATH) else b""
-        if after == before:
-            ledger = parse_ledger(before) if before else load_ledger(store)
-            if ledger is None:
-                raise StorageError(UNREADABLE_LEDGER)
-            current = ledger.select("transcription_id", "batch_id")
-            return rows.join(current, on=["transcription_id", "batch_id"], how="semi").drop("batch_id")
-        time.sleep(pause)
-        pause = min(pause * 2, 1.0)
-    raise StorageError(f"{out}: the datasets kept changing while transcript_items was read; try again")
-
-
-def _projected(store: Store, ids: list[str]) -> pl.DataFrame:
-    schema = {name: TRANSCRIPT_ITEMS[name] for name in TIMELINE_COLUMNS}
-    frames = []
-    for path in store.list("transcript_items", ".parquet"):
-        name = path.rsplit("/", 1)[-1]
-        batch = name[len("part-") : -len(".parquet")] if name.startswith("part-") else None
-        with store.fs.open_input_file(store.path(path)) as handle:
-            table = pq.read_table(handle, columns=list(TIMELINE_COLUMNS), filters=[("transcription_id", "in", ids)])
-        if table.num_rows:
-            frame = pl.DataFrame(table).cast(schema)  # type: ignore[arg-type]
-            frames.append(frame.with_columns(pl.lit(batch, pl.String).alias("batch_id")))
-    if not frames:
-        return pl.DataFrame(schema={**schema, "batch_id": pl.String()})
-    return pl.concat(frames)
-
-
-# --- binning -----------------------------------------------------------------------------------
+    return read_table(out, "transcript_items", list(TIMELINE_COLUMNS), ids)
 
 
 def histogram(values: pl.Series, lo: float, hi: float, bins: int) -> pl.DataFrame:

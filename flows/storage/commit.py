@@ -38,16 +38,15 @@ object storage), so a reader never sees a half-written file.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
 
 from flows import __version__
 from flows.errors import StorageError
+from flows.storage.layout import COMMITS, INTERNAL, PARTITION, commit_path, data_path, new_file_id, staging_dir
 from flows.storage.lease import Lease
 from flows.storage.store import Store
 from transforms.dictionary import descriptions
@@ -58,13 +57,8 @@ PARQUET_OPTIONS: dict[str, object] = {
     "row_group_size": 256 * 1024,
     "write_statistics": True,
 }
-INTERNAL = "_talktime"
-PARTITION = "fetched_date"
-
-
-def new_batch_id() -> str:
-    """A unique batch id that sorts by creation time."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
+new_batch_id = new_file_id
+__all__ = ["INTERNAL", "PARTITION", "data_path", "new_batch_id", "staging_dir"]
 
 
 def table_metadata(table: str) -> dict[bytes, bytes]:
@@ -95,8 +89,18 @@ def to_arrow(table: str, frame: pl.DataFrame) -> pa.Table:
     return data.cast(pa.schema(fields, metadata=metadata))
 
 
-def data_path(table: str, fetched_date: str, batch_id: str) -> str:
-    return f"{table}/{PARTITION}={fetched_date}/part-{batch_id}.parquet"
+MOVE_SCHEMA = pl.Schema({"transcription_id": pl.String(), "batch_id": pl.String(), "fetched_date": pl.String()})
+
+
+def moved(ids: pl.Series, file_id: str, fetched_date: str) -> pl.DataFrame:
+    """Ledger moves: these ids' rows are now in file `file_id` of partition `fetched_date`."""
+    return (
+        pl.DataFrame({"transcription_id": ids})
+        .with_columns(
+            pl.lit(file_id, pl.String).alias("batch_id"), pl.lit(fetched_date, pl.String).alias("fetched_date")
+        )
+        .cast(MOVE_SCHEMA)
+    )
 
 
 @dataclass
@@ -114,10 +118,6 @@ class CommitRecord:
     def from_json(cls, data: bytes) -> CommitRecord:
         raw = json.loads(data)
         return cls(raw["batch_id"], [tuple(m) for m in raw["moves"]], list(raw["deletes"]))
-
-
-def staging_dir(batch_id: str) -> str:
-    return f"{INTERNAL}/staging/{batch_id}"
 
 
 def stage_tables(store: Store, batch_id: str, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
@@ -169,22 +169,38 @@ class Transaction:
     def delete(self, path: str) -> None:
         self.record.deletes.append(path)
 
-    def supersede(self, superseded: dict[tuple[str, str], set[str]]) -> None:
-        """Rewrite older files without the rows of ids this commit replaces."""
-        for (old_batch, old_date), ids in sorted(superseded.items()):
+    def supersede(self, superseded: dict[tuple[str, str], set[str]]) -> pl.DataFrame:
+        """Take the rows of ids this commit replaces out of the older files holding them.
+
+        Files are never rewritten in place (a reader that reads a file's footer and its data
+        separately would mix two versions): the rows kept go to a new file under a new file id,
+        in the same partition, and the old file is deleted after the switch; an emptied file is
+        only deleted. Returns the kept ids' moves (MOVE_SCHEMA) for the ledger.
+        """
+        moves = []
+        for (old_file, old_date), ids in sorted(superseded.items()):
+            new_id = new_file_id()
             for table in TABLES:
-                old = data_path(table, old_date, old_batch)
+                old = data_path(table, old_date, old_file)
                 if not self.store.exists(old):
                     continue
                 rows = rewritable(self.store.read_parquet(old), old)
                 kept = rows.filter(~pl.col("transcription_id").is_in(sorted(ids)))
+                self.delete(old)
+                if kept.is_empty():
+                    continue
                 data = to_arrow(table, conform_table(kept, table))  # an older version's file is rewritten in this one
-                self.stage(f"replace/{table}/{old_batch}.parquet", data, old, **PARQUET_OPTIONS)
+                self.stage(
+                    f"replace/{table}/{new_id}.parquet", data, data_path(table, old_date, new_id), **PARQUET_OPTIONS
+                )
+                if table == "transcriptions":
+                    moves.append(moved(kept["transcription_id"], new_id, old_date))
+        return pl.concat(moves) if moves else pl.DataFrame(schema=MOVE_SCHEMA)
 
     def commit(self) -> None:
         """Write the commit record (the commit point), then apply it."""
         record = self.record
-        self._guard(lambda: self.store.write_bytes(f"{INTERNAL}/commits/{record.batch_id}.json", record.to_json()))
+        self._guard(lambda: self.store.write_bytes(commit_path(record.batch_id), record.to_json()))
         apply_commit(self.store, record)
 
     def _guard(self, write: Callable[[], None]) -> None:
@@ -202,7 +218,7 @@ def apply_commit(store: Store, record: CommitRecord) -> None:
         if src in staged:
             store.place(src, dst)
     store.delete_many(record.deletes)
-    store.delete(f"{INTERNAL}/commits/{record.batch_id}.json")
+    store.delete(commit_path(record.batch_id))
     store.delete_dir(staging)
 
 
@@ -213,7 +229,7 @@ def recover(store: Store, lease: Lease) -> int:
     live writer has a batch in flight, and everything in staging was left by a dead one.
     """
     lease.renew()
-    records = store.list(f"{INTERNAL}/commits", ".json")
+    records = store.list(COMMITS, ".json")
     for path in records:
         apply_commit(store, CommitRecord.from_json(store.read_bytes(path)))
     store.delete_dir(f"{INTERNAL}/staging")

@@ -1,39 +1,31 @@
-"""`talktime compact`: merge each partition's small files into one file per table.
+"""Compaction: merge a partition's small files into one file per table.
 
-It commits through the same `Transaction` as a batch (stage, commit record, apply), so a crash at any
-point leaves the datasets as they were or as compacted, never half of each. The ledger's
-pointers (which batch holds an id's rows) move to the merged files in the same commit.
+`talktime compact` merges every partition holding more than one file in a table; a run, at its
+end, merges the partitions it wrote to once a table there holds more than MAX_FILES_PER_PARTITION
+files (`compact_written`), so small files stay few without anyone remembering to compact.
 
-Like `run` and `ingest` it is a writer: it takes the output's lease first (`LeaseHeldError` while
-another writer holds it), recovers what a crashed writer left before anything else, renews the
-lease before each partition's commit, and releases it at the end. A plain glob can see a
-partition's rows twice from the moment its first merged file lands until its last small file is
-deleted (see `flows.storage.commit`, step 3); `read_table` never does.
+A compaction commits through the same `Transaction` as a batch (stage, commit record, apply), so
+a crash at any point leaves the datasets as they were or as compacted, never half of each. The
+merged file gets a new file id; the ledger entry of the commit moves the partition's ids to it;
+the small files are deleted after the switch (never rewritten in place). Like `run` and `ingest`
+it is a writer (`Dataset.writer`: the lease, recovery). A plain glob can see a partition's rows
+twice from the moment its merged file lands until its last small file is deleted (see
+`flows.storage.commit`, step 3); `read_table` never does.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import polars as pl
 
-from flows.storage.commit import (
-    PARQUET_OPTIONS,
-    PARTITION,
-    Transaction,
-    data_path,
-    new_batch_id,
-    recover,
-    rewritable,
-    to_arrow,
-)
-from flows.storage.lease import Lease
-from flows.storage.ledger import LEDGER_PATH, load_ledger
+from flows.storage.commit import PARQUET_OPTIONS, Transaction, moved, rewritable, to_arrow
+from flows.storage.dataset import Dataset
+from flows.storage.layout import data_path, file_location, new_file_id, partition_dir
 from flows.storage.store import Store
 from transforms.schemas import TABLES, conform_table
 
-_DATE = re.compile(rf"/{PARTITION}=([0-9-]+)/")
+MAX_FILES_PER_PARTITION = 16
 
 
 def partitions(store: Store) -> dict[str, dict[str, list[str]]]:
@@ -41,30 +33,47 @@ def partitions(store: Store) -> dict[str, dict[str, list[str]]]:
     found: dict[str, dict[str, list[str]]] = {}
     for table in TABLES:
         for path in store.list(table, ".parquet"):
-            match = _DATE.search(f"/{path}")
-            if match:
-                found.setdefault(match.group(1), {}).setdefault(table, []).append(path)
+            date = file_location(path)[1]
+            if date is not None:
+                found.setdefault(date, {}).setdefault(table, []).append(path)
     return found
 
 
-def _compact_partition(lease: Lease, date: str, files: dict[str, list[str]], ledger: pl.DataFrame) -> pl.DataFrame:
-    store = lease.store
-    transaction = Transaction(store, new_batch_id())
-    batch_id = transaction.record.batch_id
+def partition_files(store: Store, date: str) -> dict[str, list[str]]:
+    """table -> the data files of one partition (one listing per table)."""
+    return {table: paths for table in TABLES if (paths := store.list(partition_dir(table, date), ".parquet"))}
+
+
+def compact_partition(dataset: Dataset, date: str, files: dict[str, list[str]]) -> None:
+    """Merge each table's files of one partition into one new file, in one commit."""
+    store = dataset.store
+    transaction = Transaction(store, new_file_id())
+    file_id = transaction.record.batch_id
+    moves = moved(pl.Series([], dtype=pl.String), file_id, date)
     for table, paths in files.items():
         # Files of an older schema version get the columns added since as nulls (not recomputed).
         merged = pl.concat([conform_table(rewritable(store.read_parquet(p), p), table) for p in paths])
         transaction.stage(
-            f"{table}.parquet", to_arrow(table, merged), data_path(table, date, batch_id), **PARQUET_OPTIONS
+            f"{table}.parquet", to_arrow(table, merged), data_path(table, date, file_id), **PARQUET_OPTIONS
         )
         for path in paths:
             transaction.delete(path)
-    moved = pl.col("fetched_date") == date
-    ledger = ledger.with_columns(pl.when(moved).then(pl.lit(batch_id)).otherwise(pl.col("batch_id")).alias("batch_id"))
-    transaction.stage("ledger.parquet", ledger.to_arrow(), LEDGER_PATH, compression="zstd")
-    lease.renew()  # still the one writer, right before the commit record
-    transaction.commit()
-    return ledger
+        if table == "transcriptions":
+            moves = moved(merged["transcription_id"].unique(maintain_order=True), file_id, date)
+    dataset.commit_moves(transaction, moves)
+
+
+def compact_written(dataset: Dataset, limit: int = MAX_FILES_PER_PARTITION) -> int:
+    """Merge the partitions this writer added files to where a table holds more than `limit` files;
+    how many were merged."""
+    merged = 0
+    for date in sorted(dataset.written_dates):
+        files = partition_files(dataset.store, date)
+        if any(len(paths) > limit for paths in files.values()):
+            compact_partition(dataset, date, files)
+            merged += 1
+    dataset.written_dates.clear()
+    return merged
 
 
 def compact(
@@ -74,18 +83,16 @@ def compact(
 
     `progress(done, total)` is told the partitions to merge, then each one merged.
     """
-    store = Store(out)
-    with Lease(store, run) as lease:
-        recover(store, lease)
-        ledger = load_ledger(store)
-        found = partitions(store)
+    with Dataset.writer(out, run) as (dataset, _):
+        found = partitions(dataset.store)
         before = sum(len(paths) for tables in found.values() for paths in tables.values())
         todo = [(date, files) for date, files in sorted(found.items()) if any(len(p) > 1 for p in files.values())]
         for done, (date, files) in enumerate(todo):
             if progress is not None:
                 progress(done, len(todo))
-            ledger = _compact_partition(lease, date, files, ledger)
+            compact_partition(dataset, date, files)
         if progress is not None:
             progress(len(todo), len(todo))
-        after = sum(len(paths) for tables in partitions(store).values() for paths in tables.values())
+        dataset.fold_if_due()
+        after = sum(len(paths) for tables in partitions(dataset.store).values() for paths in tables.values())
     return before, after

@@ -1,35 +1,35 @@
 """`Dataset`: one output location, its ledger, and the single writer's commits.
 
-The flow opens the dataset (recovering what a crash left), plans from its ledger, and hands each
-batch task a read-only snapshot of the ledger (`_talktime/runs/{run}/ledger.parquet`) so the
-task can tell, on any machine, which ids are final and what status each had. Tasks stage their
-files; the flow commits the staged batches here, one at a time, in order.
+The one door every writer opens (`run`, `ingest`, `compact`, `verify --repair`): `Dataset.writer`
+takes the lease, finishes or drops what a crashed writer left, and brings the stored ledger into
+shape (rebuilt from the data when it is missing, folded when its log has grown); it releases the
+lease at the end, also after a failure.
+
+What a writer holds in memory is bounded by its work, not by the output's history: the rows of
+ids that are not final yet (they can change), the rows of ids it committed itself, and, for a
+`--refetch`, the rows of the ids it polls again. Batch tasks look up the ids they read in the
+ledger as of the run's start (`ledger_version`, `prior_statuses`); a commit appends one log
+entry (`flows.storage.ledgerlog`) and moves the rows it replaces into new files.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import polars as pl
 
-from flows.storage.commit import (
-    INTERNAL,
-    PARQUET_OPTIONS,
-    Transaction,
-    data_path,
-    recover,
-    staging_dir,
-    to_arrow,
-)
+from flows.storage import ledgerlog
+from flows.storage.commit import PARQUET_OPTIONS, Transaction, recover, to_arrow
+from flows.storage.layout import RUNS, data_path, log_path, staging_dir
 from flows.storage.lease import Lease, LeaseLostError, LeaseRecord
-from flows.storage.ledger import LEDGER_PATH, load_ledger, superseded, updated_ledger
+from flows.storage.ledger import LEDGER_SCHEMA, superseded, updated_ledger
 from flows.storage.store import Store
 from transforms.schemas import TABLES
 
 TERMINAL = ("succeeded", "failed")
-SNAPSHOT_COLUMNS = ("transcription_id", "status", "final")
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,22 @@ class Dataset:
     def __init__(self, out: str) -> None:
         self.out = out
         self.store = Store(out)
+        self.version: ledgerlog.Version | None = None  # the stored ledger as of the last open or commit
+        self.known = pl.DataFrame(schema=LEDGER_SCHEMA)  # rows at hand (see the module's docstring)
+        self.written_dates: set[str] = set()  # partitions this writer added files to
 
-    @functools.cached_property
-    def ledger(self) -> pl.DataFrame:
-        """The ledger, read on first use (after `recover`, which reloads it, when a run opens the dataset)."""
-        return load_ledger(self.store)
+    @classmethod
+    @contextlib.contextmanager
+    def writer(cls, out: str, run: str, *, repairing: bool = False) -> Iterator[tuple[Dataset, LeaseRecord | None]]:
+        """The dataset opened as its one writer (lease, recovery, ledger in shape); released at the end.
+        `repairing`: the ledger is left as it is, even unreadable (`verify --repair` replaces it)."""
+        dataset = cls(out)
+        stale = dataset.acquire_lease(run)
+        try:
+            dataset.recover(settle=not repairing)
+            yield dataset, stale
+        finally:
+            dataset.release_lease()
 
     def acquire_lease(self, run: str) -> LeaseRecord | None:
         """Become the output's one writer (LeaseHeldError if another live writer is) and keep the
@@ -75,23 +86,62 @@ class Dataset:
         if self.lease is not None:
             self.lease.release()
 
-    def recover(self) -> int:
-        """Finish or drop what a crashed run left (under the lease, before any batch stages); batches finished."""
+    @property
+    def ledger(self) -> pl.DataFrame:
+        """The whole ledger, read now (for tools and tests; a run never needs it whole)."""
+        return ledgerlog.load_ledger(self.store)
+
+    def recover(self, *, settle: bool = True) -> int:
+        """Finish or drop what a crashed writer left, then put the stored ledger in shape (rebuilt
+        from the data files if missing, folded if its log has grown); batches finished."""
         if self.lease is None:
             raise LeaseLostError(f"{self.store.location}: recovery needs the writer's lease")
         finished = recover(self.store, self.lease)
-        self.store.delete_dir(f"{INTERNAL}/runs")
-        self.ledger = load_ledger(self.store)
+        self.store.delete_dir(RUNS)
+        if settle:
+            self._settle_ledger()
+        else:
+            self.version = ledgerlog.current_version(self.store)
         return finished
 
-    def write_snapshot(self, run_id: str) -> str:
-        """The ledger's (id, status, final) as of now, for this run's batch tasks; its path."""
-        path = f"{INTERNAL}/runs/{run_id}/ledger.parquet"
-        self.store.write_parquet(path, self.ledger.select(SNAPSHOT_COLUMNS).to_arrow(), compression="zstd")
-        return path
+    def _settle_ledger(self) -> None:
+        ledgerlog.check_readable(self.store)
+        version = ledgerlog.current_version(self.store)
+        if not version.complete or version.empty:
+            ledger, state = ledgerlog.stored_or_rebuilt(self.store, version)
+            if state == "rebuilt":
+                ledgerlog.replace_all(self.store, ledger, version.seq)
+        elif ledgerlog.fold_due(self.store, version):
+            ledgerlog.fold(self.store, version)
+        else:
+            ledgerlog.drop_stale(self.store, version)
+        self.version = ledgerlog.current_version(self.store)
+        self.known = ledgerlog.pending_rows(self.store, self.version)
 
-    def drop_snapshot(self, run_id: str) -> None:
-        self.store.delete_dir(f"{INTERNAL}/runs/{run_id}")
+    def fold_if_due(self) -> None:
+        """Fold the ledger's log if it has grown (a writer's end: no batch task reads the ledger now)."""
+        version = ledgerlog.current_version(self.store)
+        if version.complete and not version.empty and ledgerlog.fold_due(self.store, version):
+            ledgerlog.fold(self.store, version)
+            self.version = ledgerlog.current_version(self.store)
+
+    def snapshot(self) -> str:
+        """The ledger version this run's batch tasks read (`prior_statuses`)."""
+        assert self.version is not None, "open the dataset as its writer first"
+        return self.version.token()
+
+    def fetch_rows(self, ids: Sequence[str]) -> None:
+        """Bring the rows of these (final) ids to hand: a `--refetch` replaces them."""
+        if ids and self.version is not None:
+            found = ledgerlog.rows_of(self.store, self.version, ids)
+            self.known = _upsert(self.known, found)
+
+    def plan_rows(self, ids: Sequence[str]) -> pl.DataFrame:
+        """(transcription_id, status, final, first_seen_at) of these ids as of the run's start: what
+        planning a run needs (`first_seen_at` is at hand for every id that is not final)."""
+        states = prior_statuses(self.out, self.snapshot(), pl.Series(list(ids), dtype=pl.String))
+        seen = self.known.select("transcription_id", "first_seen_at")
+        return states.join(seen, on="transcription_id", how="left")
 
     def commit(self, staged: StagedFiles, polled: pl.DataFrame, *, run_batches: frozenset[str]) -> pl.DataFrame:
         """Commit one staged batch; returns the polled rows that counted.
@@ -99,22 +149,41 @@ class Dataset:
         An id whose rows an earlier batch of the same run wrote with a terminal status keeps
         them against a later `ongoing` record (ingest reads the same id more than once).
         """
+        assert self.version is not None, "open the dataset as its writer first"
         polled = self._drop_regressions(staged, polled, run_batches)
         written = polled.filter("written")["transcription_id"]
-        now = datetime.now(UTC)
-        ledger = updated_ledger(self.ledger, polled, staged.batch_id, staged.fetched_date, now)
+        prior = self.known.join(polled.select("transcription_id"), on="transcription_id", how="semi")
+        delta = updated_ledger(prior, polled, staged.batch_id, staged.fetched_date, datetime.now(UTC))
         transaction = Transaction(self.store, staged.batch_id)
         for table in staged.rows:
             transaction.adopt(f"{staging_dir(staged.batch_id)}/{table}.parquet",
                               data_path(table, staged.fetched_date, staged.batch_id))  # fmt: skip
-        transaction.stage("ledger.parquet", ledger.to_arrow(), LEDGER_PATH, compression="zstd")
-        transaction.supersede(superseded(self.ledger, written))
-        transaction.commit()
-        self.ledger = ledger
+        moves = transaction.supersede(superseded(prior, written))  # new files placed before the entry
+        self.known = _upsert(self.known, delta)
+        self._commit(transaction, pl.concat([delta, _as_entries(moves)]), moves)
+        if staged.rows:
+            self.written_dates.add(staged.fetched_date)
         return polled
 
+    def commit_moves(self, transaction: Transaction, moves: pl.DataFrame) -> None:
+        """Commit a transaction that only moved rows into new files (a compaction): the moves are its
+        ledger entry. The lease is checked right before the commit record."""
+        self.renew_lease()
+        self._commit(transaction, _as_entries(moves), moves)
+
+    def _commit(self, transaction: Transaction, entry: pl.DataFrame, moves: pl.DataFrame) -> None:
+        """Stage the ledger entry (placed after every data file the transaction adds), commit, and
+        keep the version and the rows at hand in step."""
+        assert self.version is not None, "open the dataset as its writer first"
+        seq = self.version.seq + 1
+        transaction.stage(f"ledger-{seq}.parquet", entry.to_arrow(), log_path(seq), compression="zstd")
+        transaction.commit()
+        self.version = ledgerlog.Version(self.version.checkpoint, self.version.checkpoint_seq,
+                                         (*self.version.entries, seq))  # fmt: skip
+        self.known = _apply_moves(self.known, moves)
+
     def _drop_regressions(self, staged: StagedFiles, polled: pl.DataFrame, run_batches: frozenset[str]) -> pl.DataFrame:
-        earlier = self.ledger.filter(
+        earlier = self.known.filter(
             pl.col("batch_id").is_in(sorted(run_batches)) & pl.col("status").is_in(TERMINAL)
         ).select("transcription_id")
         regress = polled.join(earlier, on="transcription_id", how="semi").filter(pl.col("status") == "ongoing")
@@ -128,13 +197,35 @@ class Dataset:
             self.store.write_parquet(path, data, **PARQUET_OPTIONS)
         return polled.filter(~pl.col("transcription_id").is_in(ids))
 
+    def note_moves(self, moves: pl.DataFrame) -> None:
+        """Rows at hand follow their ids into new files (a compaction's moves)."""
+        self.known = _apply_moves(self.known, moves)
 
-@functools.lru_cache(maxsize=4)
-def read_snapshot(out: str, path: str) -> pl.DataFrame:
-    """A run's ledger snapshot (read once per process and run)."""
-    return pl.DataFrame(Store(out).read_parquet(path))
+
+def _upsert(rows: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """`rows` with `new`'s rows replacing those of the same ids."""
+    return pl.concat([rows.join(new.select("transcription_id"), on="transcription_id", how="anti"), new])
+
+
+def _as_entries(moves: pl.DataFrame) -> pl.DataFrame:
+    """Moves as ledger log rows: only batch_id and fetched_date set."""
+    return (
+        moves.with_columns(pl.lit(None, pl.String).alias(c) for c in LEDGER_SCHEMA.names() if c not in moves.columns)
+        .select(LEDGER_SCHEMA.names())
+        .cast(LEDGER_SCHEMA)
+    )
+
+
+def _apply_moves(rows: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
+    if moves.is_empty():
+        return rows
+    joined = rows.join(moves, on="transcription_id", how="left", suffix="_moved")
+    return joined.with_columns(
+        pl.coalesce("batch_id_moved", "batch_id").alias("batch_id"),
+        pl.coalesce("fetched_date_moved", "fetched_date").alias("fetched_date"),
+    ).select(LEDGER_SCHEMA.names())
 
 
 def prior_statuses(out: str, snapshot: str, ids: pl.Series) -> pl.DataFrame:
-    """(transcription_id, status, final) from the snapshot for these ids (absent: never seen)."""
-    return read_snapshot(out, snapshot).filter(pl.col("transcription_id").is_in(ids.implode()))
+    """(transcription_id, status, final) from the ledger version `snapshot` for these ids (absent: never seen)."""
+    return ledgerlog.prior_of(out, snapshot, ids)

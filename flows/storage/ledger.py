@@ -1,4 +1,4 @@
-"""The ledger: each id's state across runs, stored beside the datasets (`_talktime/ledger.parquet`).
+"""The ledger: each id's state across runs, stored beside the datasets (`flows.storage.ledgerlog`).
 
 It records when an id was first seen and last polled, how often it was polled, its latest status,
 whether that status is final, and which batch's files hold its rows. A run skips final ids,
@@ -14,7 +14,6 @@ names the batch and its date): a missing ledger is rebuilt from them (`ledger_fr
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,13 +24,12 @@ import pyarrow.parquet as pq
 
 from flows.errors import StorageError
 from flows.outcomes import Outcome
-from flows.storage.commit import PARTITION
+from flows.storage.layout import file_location
 from flows.storage.store import Store
 from transforms.schemas import ADDED_COLUMNS, TABLES, UTC_TIMESTAMP, conform_table
 
-LEDGER_PATH = "_talktime/ledger.parquet"
 UNREADABLE_LEDGER = (
-    f"ledger {LEDGER_PATH} is unreadable (truncated or corrupt): "
+    "the ledger (_talktime/ledger/) is unreadable (truncated or corrupt): "
     "run `talktime verify --out DIR --repair` to rebuild it from the data files"
 )
 FINAL_STATUSES = ("succeeded", "failed", "not_found", "expired")
@@ -67,47 +65,8 @@ def is_final(outcome: Outcome) -> bool:
 LOCATION = pl.Schema({"batch_id": pl.String(), "fetched_date": pl.String(), "path": pl.String(), "row": pl.UInt32()})
 REBUILD_COLUMNS = ("transcription_id", "status", "error_code", "fetched_at")
 UNREADABLE = (pa.ArrowException, OSError, pl.exceptions.PolarsError)  # raised by parsing bytes in memory
-_BATCH = re.compile(r"/part-([^/]+)\.parquet$")
-_DATE = re.compile(rf"/{PARTITION}=([^/]+)/")
 log = logging.getLogger(__name__)
-
-
-def load_ledger(store: Store) -> pl.DataFrame:
-    """The ledger; rebuilt from the data files when it is missing (empty when nothing was written).
-
-    StorageError when the stored ledger cannot be read, or is missing and a data file cannot be read.
-    """
-    if store.exists(LEDGER_PATH):
-        return read_ledger(store)
-    found = read_data_files(store, "transcriptions", REBUILD_COLUMNS)
-    if found.unreadable:
-        raise StorageError(
-            f"ledger {LEDGER_PATH} is missing and {len(found.unreadable)} data file(s) cannot be read "
-            f"(e.g. {found.unreadable[0]}): run `talktime verify --out DIR --repair`"
-        )
-    ledger = ledger_from_data(found.rows)
-    if found.files:
-        log.warning(
-            "ledger %s was missing: rebuilt from %d data files (%d ids)", LEDGER_PATH, found.files, ledger.height
-        )
-    return ledger
-
-
-def read_ledger(store: Store) -> pl.DataFrame:
-    """The stored ledger; StorageError (UNREADABLE_LEDGER) when it is not a ledger Parquet file."""
-    ledger = parse_ledger(read_stored(store, LEDGER_PATH))
-    if ledger is None:
-        raise StorageError(UNREADABLE_LEDGER)
-    return ledger
-
-
-def parse_ledger(data: bytes) -> pl.DataFrame | None:
-    """The ledger in these bytes; None when they are not a Parquet file with the ledger's columns."""
-    try:
-        stored = pl.DataFrame(pq.read_table(pa.BufferReader(data)))
-        return stored.select(LEDGER_SCHEMA.names()).cast(dict(LEDGER_SCHEMA))  # type: ignore[arg-type]
-    except UNREADABLE:
-        return None
+STATE_COLUMNS = ("status", "final", "first_seen_at", "last_polled_at", "attempts")
 
 
 def ledger_from_data(rows: pl.DataFrame) -> pl.DataFrame:
@@ -160,12 +119,6 @@ def read_data_files(store: Store, table: str, columns: Sequence[str]) -> DataFil
     return DataFiles(rows.select(schema.names()), len(paths), tuple(unreadable))
 
 
-def file_location(path: str) -> tuple[str | None, str | None]:
-    """(batch_id, fetched_date) that a data file's path names (None where it does not follow the layout)."""
-    batch, date = _BATCH.search(path), _DATE.search(f"/{path}")
-    return (batch.group(1) if batch else None), (date.group(1) if date else None)
-
-
 def _read_columns(store: Store, path: str, table: str, columns: Sequence[str]) -> pl.DataFrame | None:
     """The file's columns cast to the table's types; None when its bytes are not such a Parquet file."""
     data = read_stored(store, path)
@@ -194,6 +147,7 @@ class Plan:
     to_fetch: list[str]
     expired: list[Outcome]
     already_final: int
+    refetched: list[str]  # final ids polled again (`refetch`): their rows will be replaced
 
 
 def plan_run(
@@ -204,7 +158,8 @@ def plan_run(
     Ids whose final status is in `refetch` are fetched again (never expired: they were answered).
     """
     manifest = pl.DataFrame({"transcription_id": ids}, schema={"transcription_id": pl.String()})
-    known = manifest.join(ledger, on="transcription_id", how="left", maintain_order="left")
+    columns = ["transcription_id", "status", "final", "first_seen_at"]
+    known = manifest.join(ledger.select(columns), on="transcription_id", how="left", maintain_order="left")
     refetched = pl.col("final").fill_null(False) & pl.col("status").is_in(list(refetch))
     final = pl.col("final").fill_null(False) & ~refetched
     expired = ~final & ~refetched & (pl.col("first_seen_at") < now - expire_after).fill_null(False)
@@ -222,6 +177,7 @@ def plan_run(
             for tid, status in expired_rows
         ],
         already_final=known.filter(final).height,
+        refetched=known.filter(refetched)["transcription_id"].to_list(),
     )
 
 
@@ -276,3 +232,21 @@ def updated_ledger(
         pl.when(written_now).then(pl.lit(fetched_date)).otherwise(pl.col("fetched_date")).alias("fetched_date"),
     )
     return result.select(LEDGER_SCHEMA.names()).cast(dict(LEDGER_SCHEMA)).sort("transcription_id")  # type: ignore[arg-type]
+
+
+def overlay(prior: pl.DataFrame, entries: pl.DataFrame) -> pl.DataFrame:
+    """`prior` (one row per id) with the log `entries` applied in order: a full row replaces the
+    id's state; a move (status null) changes only where its rows are (batch_id, fetched_date)."""
+    ordered = pl.concat(
+        [
+            prior.with_columns(pl.lit(-1, pl.Int64).alias("order")),
+            entries.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("order")),
+        ]
+    ).sort("order", maintain_order=True)
+    touched = ordered.group_by("transcription_id", maintain_order=True).agg(
+        *[pl.col(c).drop_nulls().last() for c in STATE_COLUMNS],
+        pl.col("batch_id", "fetched_date").last(),
+    )
+    touched = touched.filter(pl.col("status").is_not_null())  # a move of an id the ledger never held
+    untouched = prior.join(entries.select("transcription_id"), on="transcription_id", how="anti")
+    return pl.concat([untouched, touched.select(LEDGER_SCHEMA.names()).cast(dict(LEDGER_SCHEMA))])  # type: ignore[arg-type]

@@ -10,31 +10,30 @@ ledger changed during the read. Without a ledger it reads through the one the da
 
 from __future__ import annotations
 
-import re
 import time
 
 import polars as pl
 
 from flows.errors import StorageError
-from flows.storage.ledger import LEDGER_PATH, UNREADABLE_LEDGER, load_ledger, parse_ledger
+from flows.storage.layout import file_location
+from flows.storage.ledgerlog import current_version, stored_or_rebuilt
 from flows.storage.store import Store
 from transforms.schemas import TABLES, conform_table
 
-_BATCH = re.compile(r"part-(.+)\.parquet$")
 READ_BUDGET_S = 60.0
 
 
-def _ledger_bytes(store: Store) -> bytes:
-    return store.read_bytes(LEDGER_PATH) if store.exists(LEDGER_PATH) else b""
-
-
-def _rows_with_batch(store: Store, table: str) -> pl.DataFrame:
+def _rows_with_batch(
+    store: Store, table: str, columns: list[str] | None = None, ids: list[str] | None = None
+) -> pl.DataFrame:
     frames = []
+    filters = None if ids is None else [("transcription_id", "in", ids)]
     for path in store.list(table, ".parquet"):
-        match = _BATCH.search(path)
-        frame = conform_table(pl.DataFrame(store.read_parquet(path)), table)
-        frames.append(frame.with_columns(pl.lit(match.group(1) if match else None, pl.String).alias("batch_id")))
-    return pl.concat(frames) if frames else pl.DataFrame(schema={**TABLES[table], "batch_id": pl.String()})
+        file_id = file_location(path)[0]
+        frame = conform_table(pl.DataFrame(store.read_parquet(path, columns, filters)), table, columns)
+        frames.append(frame.with_columns(pl.lit(file_id, pl.String).alias("batch_id")))
+    schema = TABLES[table] if columns is None else {c: TABLES[table][c] for c in columns}
+    return pl.concat(frames) if frames else pl.DataFrame(schema={**schema, "batch_id": pl.String()})
 
 
 def _pause(seconds: float) -> float:
@@ -42,22 +41,29 @@ def _pause(seconds: float) -> float:
     return min(seconds * 2, 1.0)
 
 
-def read_table(out: str, table: str) -> pl.DataFrame:
-    """The table's current rows (each id's latest commit), consistent even during a commit."""
+def read_table(out: str, table: str, columns: list[str] | None = None, ids: list[str] | None = None) -> pl.DataFrame:
+    """The table's current rows (each id's latest commit), consistent even during a commit; only
+    `columns` (and transcription_id) and only the rows of `ids`, when given (Parquet filters: the
+    rest is never read)."""
     store = Store(out)
     deadline, pause = time.monotonic() + READ_BUDGET_S, 0.01
     while time.monotonic() < deadline:
-        before = _ledger_bytes(store)
+        before = current_version(store)
         try:
-            rows = _rows_with_batch(store, table)
-        except OSError:  # a file was replaced or compacted away while we listed: read again
+            wanted = None if columns is None else ["transcription_id", *(c for c in columns if c != "transcription_id")]
+            rows = _rows_with_batch(store, table, wanted, ids)
+            ledger, _ = stored_or_rebuilt(store, before)
+        except FileNotFoundError:  # a file was replaced or compacted away after the listing: read again
             pause = _pause(pause)
             continue
-        if _ledger_bytes(store) == before:
-            ledger = parse_ledger(before) if before else load_ledger(store)
-            if ledger is None:
-                raise StorageError(UNREADABLE_LEDGER)
+        except StorageError:  # an unreadable ledger, unless a fold replaced its files meanwhile
+            if current_version(store) == before:
+                raise
+            pause = _pause(pause)
+            continue
+        if current_version(store) == before:
             current = ledger.select("transcription_id", "batch_id")
-            return rows.join(current, on=["transcription_id", "batch_id"], how="semi").drop("batch_id")
+            found = rows.join(current, on=["transcription_id", "batch_id"], how="semi").drop("batch_id")
+            return found if columns is None or "transcription_id" in columns else found.drop("transcription_id")
         pause = _pause(pause)  # a commit landed meanwhile: back off, then read again
     raise StorageError(f"{out}: the datasets kept changing while {table} was read; try again")

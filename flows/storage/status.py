@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 
 from flows.errors import ConfigurationError, StorageError
 from flows.settings import DEFAULT_EXPIRE_AFTER_S
-from flows.storage.commit import INTERNAL
+from flows.storage.layout import COMMITS, INTERNAL
 from flows.storage.lease import LEASE_PATH, LeaseRecord
-from flows.storage.ledger import LEDGER_PATH, load_ledger, read_ledger
+from flows.storage.ledgerlog import collect, current_version, scan_ledger, stored_or_rebuilt
 from flows.storage.reader import read_table
 from flows.storage.store import Store
 from flows.summary import TABLE_NAMES, RunSummary
@@ -115,31 +115,27 @@ def _status(
 ) -> OutputStatus:
     notes: list[str] = []
     files = {table: store.list(table, ".parquet") for table in TABLE_NAMES}
+    version = current_version(store)
     state: LedgerState = "stored"
-    if store.exists(LEDGER_PATH):
-        ledger = read_ledger(store)
+    if version.complete and not version.empty:
+        ledger = scan_ledger(store, version)
     else:
-        ledger = load_ledger(store)
-        state = "rebuilt" if files["transcriptions"] else "none"
+        rebuilt, found = stored_or_rebuilt(store, version)
+        ledger, state = rebuilt.lazy(), "rebuilt" if found == "rebuilt" else "none"
     if state == "rebuilt":
         notes.append(
-            f"the ledger {LEDGER_PATH} is missing: rebuilt in memory from {len(files['transcriptions'])} "
+            f"the ledger is missing: rebuilt in memory from {len(files['transcriptions'])} "
             "transcriptions files (the next run or `talktime verify --repair` writes it)"
         )
-    pending = ledger.filter(~pl.col("final").fill_null(False))
-    expires = pl.col("first_seen_at") + expire_after
-    now_lit = pl.lit(now, UTC_TIMESTAMP)
-    oldest, overdue, soon = pending.select(
-        pl.col("first_seen_at").min().alias("oldest"),
-        (expires < now_lit).sum().alias("overdue"),
-        ((expires >= now_lit) & (expires < now_lit + horizon)).sum().alias("soon"),
-    ).row(0)
+    groups = _ledger_groups(ledger, now, expire_after, horizon)
+    pending = groups.filter(~pl.col("final").fill_null(False))
+    oldest, overdue, soon = pending.select(pl.col("oldest").min(), pl.col("overdue").sum(), pl.col("soon").sum()).row(0)
     row_counts = None
     if rows or (rows is None and store.local):
         row_counts, unreadable = _footer_rows(store, files)
         if unreadable:
             notes.append(f"{unreadable} data file(s) have no readable Parquet footer: run `talktime verify`")
-    commit_records = len(store.list(f"{INTERNAL}/commits", ".json"))
+    commit_records = len(store.list(COMMITS, ".json"))
     if commit_records:
         notes.append(
             f"{commit_records} commit record(s) in {INTERNAL}/commits: an interrupted run's (the next run or "
@@ -153,8 +149,8 @@ def _status(
         out=store.location,
         now=now,
         ledger_state=state,
-        ids_by_status=_counts(ledger),
-        pending=pending.height,
+        ids_by_status=_counts(groups),
+        pending=int(pending["n"].sum()),
         pending_by_status=_counts(pending),
         oldest_pending=oldest,
         expire_after=expire_after,
@@ -165,15 +161,31 @@ def _status(
         files_per_table={table: len(paths) for table, paths in files.items()},
         rows_per_table=row_counts,
         commit_records=commit_records,
-        last_commit=ledger["last_polled_at"].max(),  # type: ignore[arg-type]
+        last_commit=groups["last"].max(),  # type: ignore[arg-type]
         lease=lease,
         talk_by_speaker=talk_frame,
         notes=tuple(notes),
     )
 
 
-def _counts(ledger: pl.DataFrame) -> dict[str, int]:
-    counts = ledger.group_by("status").len().sort("status")
+def _ledger_groups(ledger: pl.LazyFrame, now: datetime, expire_after: timedelta, horizon: timedelta) -> pl.DataFrame:
+    """One row per (status, final): ids, oldest first_seen_at, overdue and soon-expiring ids, latest
+    poll; one streaming pass, so the ledger is never held whole."""
+    expires = pl.col("first_seen_at") + expire_after
+    now_lit = pl.lit(now, UTC_TIMESTAMP)
+    return collect(
+        ledger.group_by("status", "final").agg(
+            pl.len().alias("n"),
+            pl.col("first_seen_at").min().alias("oldest"),
+            (expires < now_lit).sum().alias("overdue"),
+            ((expires >= now_lit) & (expires < now_lit + horizon)).sum().alias("soon"),
+            pl.col("last_polled_at").max().alias("last"),
+        )
+    )
+
+
+def _counts(groups: pl.DataFrame) -> dict[str, int]:
+    counts = groups.group_by("status").agg(pl.col("n").sum()).sort("status")
     return {str(status): int(n) for status, n in counts.iter_rows()}
 
 
@@ -212,7 +224,7 @@ def _lease(store: Store, now: datetime) -> tuple[str | None, list[str]]:
 def _talk(out: str) -> tuple[pl.DataFrame | None, list[str]]:
     """Talk time by speaker over every current speaker_metrics row (read through the ledger)."""
     try:
-        metrics = read_table(out, "speaker_metrics").select("speaker", "talk_time_ms")
+        metrics = read_table(out, "speaker_metrics", ["speaker", "talk_time_ms"]).select("speaker", "talk_time_ms")
     except (pa.ArrowException, pl.exceptions.PolarsError):  # not Parquet, or not speaker_metrics' columns
         return None, ["talk time not computed: a speaker_metrics file is unreadable; run `talktime verify`"]
     if metrics.is_empty():

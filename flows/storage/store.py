@@ -23,7 +23,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -78,14 +78,29 @@ class Store:
         pq.write_table(table, buffer, **options)
         self.write_bytes(relative, buffer.getvalue())
 
+    def put_file(self, local: str, relative: str) -> None:
+        """Place a local file at `relative` whole: a rename on the same disk, else one upload."""
+        target = self.path(relative)
+        if self.local:
+            _rename(Path(local), Path(target))
+            return
+        pafs.copy_files(local, target, destination_filesystem=self.fs)
+
     def read_bytes(self, relative: str) -> bytes:
         with self.fs.open_input_stream(self.path(relative)) as handle:
             return bytes(handle.read())
 
-    def read_parquet(self, relative: str) -> pa.Table:
-        """Read through one open handle, so a concurrent replacement cannot mix two files."""
+    def read_parquet(
+        self, relative: str, columns: list[str] | None = None, filters: list[tuple[str, str, Any]] | None = None
+    ) -> pa.Table:
+        """Read through one open handle, so a concurrent replacement cannot mix two files; only
+        those of `columns` the file has, and only the rows `filters` (pyarrow's) keep, when given."""
         with self.fs.open_input_file(self.path(relative)) as handle:
-            return pq.read_table(handle)
+            if columns is None and filters is None:
+                return pq.read_table(handle)
+            names = pq.ParquetFile(handle).schema_arrow.names
+            wanted = names if columns is None else [c for c in columns if c in names]
+            return pq.read_table(handle, columns=wanted, filters=filters)
 
     def exists(self, relative: str) -> bool:
         return bool(self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound)

@@ -30,19 +30,18 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from flows.errors import ConfigurationError, StorageError
-from flows.storage.commit import INTERNAL, PARQUET_OPTIONS, Transaction, new_batch_id, recover, rewritable, to_arrow
-from flows.storage.lease import Lease
+from flows.storage.commit import PARQUET_OPTIONS, Transaction, new_batch_id, rewritable, to_arrow
+from flows.storage.dataset import Dataset
+from flows.storage.layout import COMMITS, QUARANTINE, checkpoint_path, data_path, file_location, new_file_id
 from flows.storage.ledger import (
-    LEDGER_PATH,
     REBUILD_COLUMNS,
     UNREADABLE,
     DataFiles,
-    file_location,
     ledger_from_data,
-    parse_ledger,
     read_data_files,
     read_stored,
 )
+from flows.storage.ledgerlog import current_version, read_ledger
 from flows.storage.store import Store
 from transforms.schemas import TABLES, conform_table
 
@@ -58,7 +57,6 @@ COUNTED_BY = {
     "rejected_items": "rejected_item_count",
 }
 LOCATION_KEY = ["transcription_id", "batch_id", "fetched_date"]
-QUARANTINE = f"{INTERNAL}/quarantine"
 EXAMPLES = 3
 PREFIX = "talktime verify: "
 
@@ -133,7 +131,7 @@ def check(store: Store) -> Check:
     """Compare the ledger with every data file (reads ids and keys, never text)."""
     data = {table: read_data_files(store, table, _columns(table)) for table in TABLES}
     ledger, state = _ledger(store, data)
-    pending = len(store.list(f"{INTERNAL}/commits", ".json"))
+    pending = len(store.list(COMMITS, ".json"))
     found = Check(ledger, state, data["transcriptions"].files, pending, data)
     for table, files in data.items():
         at_current = _current(files.rows, ledger)
@@ -156,13 +154,14 @@ def _current(rows: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
 
 
 def _ledger(store: Store, data: dict[str, DataFiles]) -> tuple[pl.DataFrame, str]:
-    if store.exists(LEDGER_PATH):
-        stored = parse_ledger(read_stored(store, LEDGER_PATH))
-        if stored is not None:
-            return stored, "ok"
-        state = "unreadable"
+    version = current_version(store)
+    if version.complete and not version.empty:
+        try:
+            return read_ledger(store, version), "ok"
+        except StorageError:
+            state = "unreadable"
     else:
-        state = "missing" if any(files.files for files in data.values()) else "none"
+        state = "missing" if any(files.files for files in data.values()) or not version.empty else "none"
     return ledger_from_data(data["transcriptions"].rows), state
 
 
@@ -193,35 +192,57 @@ def repair(out: str, *, run: str = "talktime verify --repair") -> Repair:
     A writer like `run` and `compact`: it holds the output's lease throughout (LeaseHeldError while
     another writer holds it) and renews it right before its commit record.
     """
-    store = open_store(out)
-    with Lease(store, run) as lease:
-        recover(store, lease)
-        before = check(store)
+    open_store(out)
+    with Dataset.writer(out, run, repairing=True) as (dataset, _):
+        before = check(dataset.store)
         if before.consistent:
             return Repair(before, before)
-        return _repair(lease, before)
+        return _repair(dataset, before)
 
 
-def _repair(lease: Lease, before: Check) -> Repair:
-    store = lease.store
+def _repair(dataset: Dataset, before: Check) -> Repair:
+    store = dataset.store
     ledger = before.ledger.filter(~pl.col("transcription_id").is_in(sorted(before.missing_ids)))
     transaction = Transaction(store, new_batch_id())
-    ledger_written = before.ledger_state != "ok" or ledger.height != before.ledger.height
-    if ledger_written:
-        transaction.stage("ledger.parquet", ledger.to_arrow(), LEDGER_PATH, compression="zstd")
     removed = changed = 0
+    rewrites: dict[tuple[str, str], str] = {}  # (file id, date) of a changed file -> the new file id
     for table, files in before.data.items():
         for path, total, kept in _kept_rows(table, files.rows, ledger).iter_rows():
             if len(kept) < total:
-                _rewrite(store, transaction, table, path, kept)
                 removed, changed = removed + total - len(kept), changed + 1
+                where = file_location(path)
+                if None not in where:
+                    rewrites.setdefault(where, new_file_id())  # type: ignore[arg-type]
+    kept_at = {
+        table: {path: kept for path, _, kept in _kept_rows(table, files.rows, ledger).iter_rows()}
+        for table, files in before.data.items()
+    }
+    for (file_id, date), new_id in sorted(rewrites.items()):  # a file's four tables move together
+        for table in TABLES:
+            path = data_path(table, date, file_id)
+            if path in kept_at[table]:
+                _rewrite(store, transaction, table, path, kept_at[table][path], data_path(table, date, new_id))
+    moved = pl.DataFrame(
+        [(b, d, n) for (b, d), n in rewrites.items()],
+        schema={"batch_id": pl.String, "fetched_date": pl.String, "new_id": pl.String},
+        orient="row",
+    )
+    ledger = (
+        ledger.join(moved, on=["batch_id", "fetched_date"], how="left")
+        .with_columns(pl.coalesce("new_id", "batch_id").alias("batch_id"))
+        .drop("new_id")
+    )
     unreadable = [path for files in before.data.values() for path in files.unreadable]
     for path in unreadable:  # copied into staging, placed in quarantine, then deleted: like any rewrite
         _quarantine(store, transaction, path)
-    lease.renew()  # still the one writer, right before the commit record
+    assert dataset.version is not None
+    seq = dataset.version.seq + 1  # the whole ledger as a new checkpoint, placed after the data files
+    transaction.stage(f"ledger-checkpoint-{seq}.parquet", ledger.to_arrow(), checkpoint_path(seq), compression="zstd")
+    dataset.renew_lease()  # still the one writer, right before the commit record
     transaction.commit()
+    dataset.fold_if_due()
     dropped = before.ledger.height - ledger.height
-    return Repair(before, check(store), ledger_written, dropped, removed, changed, len(unreadable))
+    return Repair(before, check(store), True, dropped, removed, changed, len(unreadable))
 
 
 def _kept_rows(table: str, rows: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
@@ -235,10 +256,11 @@ def _kept_rows(table: str, rows: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataF
     return joined.select("path", "total", "kept").sort("path")
 
 
-def _rewrite(store: Store, transaction: Transaction, table: str, path: str, kept: list[int]) -> None:
-    """Stage the file with only the rows at these positions (or its deletion, when none is kept)."""
+def _rewrite(store: Store, transaction: Transaction, table: str, path: str, kept: list[int], to: str) -> None:
+    """Stage the file's rows at these positions under a new name, `to` (none when no row is kept),
+    and the old file's deletion: a file is never rewritten in place."""
+    transaction.delete(path)
     if not kept:
-        transaction.delete(path)
         return
     content = read_stored(store, path)
     try:
@@ -247,7 +269,7 @@ def _rewrite(store: Store, transaction: Transaction, table: str, path: str, kept
     except UNREADABLE:
         raise StorageError(f"{path} cannot be rewritten: it does not hold {table}'s columns") from None
     data = to_arrow(table, rows)
-    transaction.stage(f"repair/{path}", data, path, **PARQUET_OPTIONS)
+    transaction.stage(f"repair/{to}", data, to, **PARQUET_OPTIONS)
 
 
 def _quarantine(store: Store, transaction: Transaction, path: str) -> None:

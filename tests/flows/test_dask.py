@@ -162,13 +162,14 @@ def test_the_requests_budget_holds_across_workers(cluster: Any, tmp_path: Path) 
 
 def committed(out: Path) -> int:
     """Ids in the output's ledger (0 before the first commit)."""
-    from flows.storage.ledger import LEDGER_PATH, read_ledger
+    from flows.storage.ledgerlog import current_version, read_ledger
     from flows.storage.store import Store
 
     store = Store(str(out))
     try:
-        return len(read_ledger(store)) if store.exists(LEDGER_PATH) else 0
-    except StorageError:  # the ledger is being replaced at this moment
+        version = current_version(store)
+        return 0 if version.empty else len(read_ledger(store, version))
+    except StorageError:  # the ledger is being folded at this moment
         return 0
 
 

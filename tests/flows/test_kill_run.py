@@ -15,7 +15,7 @@ import pytest
 from flows.cli import main
 from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig, Faults
 from flows.emulator.server import EmulatorServer, load_responses
-from flows.storage.ledger import load_ledger
+from flows.storage.ledgerlog import load_ledger
 from flows.storage.store import Store
 from tests.conftest import FLOW_TEST_MARKS, PRIMOCK
 from tests.flows.storage.test_storage import assert_same, nothing_pending, snapshot

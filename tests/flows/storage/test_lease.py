@@ -281,7 +281,7 @@ def test_the_lease_is_released_when_a_run_fails(tmp_path: Path, monkeypatch: pyt
         raise OSError("disk on fire")
 
     if where == "at the start":
-        monkeypatch.setattr(Dataset, "write_snapshot", fail)
+        monkeypatch.setattr(Dataset, "snapshot", fail)
     with pytest.raises(OSError, match="disk on fire"):
         runs.ingest(settings, fail, logging.getLogger())
     assert current(settings.out) is None

@@ -23,11 +23,12 @@ from flows.outcomes import Outcome
 from flows.secrets import API_KEY_ENV
 from flows.settings import RunSettings
 from flows.storage.commit import read_every_file
-from flows.storage.ledger import LEDGER_PATH, LEDGER_SCHEMA, UNREADABLE_LEDGER, ledger_from_data, load_ledger
+from flows.storage.ledger import LEDGER_SCHEMA, UNREADABLE_LEDGER, ledger_from_data
+from flows.storage.ledgerlog import load_ledger
 from flows.storage.store import Store
 from flows.summary import RunSummary
 from tests.conftest import PRIMOCK
-from tests.helpers import FETCHED_AT, TID, commit_outcomes
+from tests.helpers import FETCHED_AT, TID, commit_outcomes, drop_ledger, ledger_files, newest_ledger_file
 from transforms.schemas import TABLES
 
 A, B, C = (f"00000000-0000-4000-8000-00000000000{n}" for n in range(3))
@@ -67,7 +68,7 @@ def test_a_deleted_ledger_is_rebuilt_so_a_rerun_fetches_and_duplicates_nothing(
     out = tmp_path / "out"
     poll(server, out, manifest(server), tmp_path / "ids.txt")
     before, requests = every_row(out), sum(server.app.requests.values())
-    (out / LEDGER_PATH).unlink()
+    drop_ledger(out)
     caplog.set_level(logging.INFO)
     summary = poll(server, out, manifest(server), tmp_path / "ids.txt")
     assert sum(server.app.requests.values()) == requests  # every id was final: nothing fetched again
@@ -76,7 +77,7 @@ def test_a_deleted_ledger_is_rebuilt_so_a_rerun_fetches_and_duplicates_nothing(
     for table in TABLES:
         assert_frame_equal(after[table], before[table])
     files = len(list((out / "transcriptions").rglob("*.parquet")))
-    assert f"ledger {LEDGER_PATH} was missing: rebuilt from {files} data files" in caplog.text
+    assert f"the ledger was missing: rebuilt from {files} data files" in caplog.text
 
 
 def test_the_rebuilt_ledger_points_every_id_at_its_newest_batch(tmp_path: Path) -> None:
@@ -114,7 +115,7 @@ def test_a_new_location_still_has_an_empty_ledger(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cut", [0, 10, -20], ids=["empty", "first-bytes", "footer-cut"])
 def test_an_unreadable_ledger_is_a_storage_error_naming_the_repair(tmp_path: Path, cut: int) -> None:
     commit_outcomes(str(tmp_path), [Outcome(TID, "failed", FETCHED_AT, error_code="422")])
-    ledger = tmp_path / LEDGER_PATH
+    ledger = newest_ledger_file(tmp_path)
     ledger.write_bytes(ledger.read_bytes()[:cut])
     with pytest.raises(StorageError, match=re.escape(UNREADABLE_LEDGER)):
         load_ledger(Store(str(tmp_path)))
@@ -125,7 +126,7 @@ def test_a_truncated_ledger_is_one_line_and_exit_2_on_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     commit_outcomes(str(tmp_path), [Outcome(TID, "failed", FETCHED_AT, error_code="422")])
-    ledger = tmp_path / LEDGER_PATH
+    ledger = newest_ledger_file(tmp_path)
     ledger.write_bytes(ledger.read_bytes()[:-20])
     (tmp_path / "ids.txt").write_text(TID + "\n")
     options = {
@@ -136,7 +137,7 @@ def test_a_truncated_ledger_is_one_line_and_exit_2_on_the_command_line(
     assert main([command, "--out", str(tmp_path), *options]) == 2  # before Prefect starts a flow run
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and "ArrowInvalid" not in err
-    assert err.startswith(f"talktime: error: ledger {LEDGER_PATH} is unreadable (truncated or corrupt)")
+    assert err.startswith(f"talktime: error: {UNREADABLE_LEDGER}")
     assert "talktime verify --out DIR --repair" in err
 
 
@@ -146,11 +147,12 @@ def test_read_table_reads_through_the_rebuilt_ledger_or_refuses_an_unreadable_on
     out = str(tmp_path)
     commit_outcomes(out, [Outcome(TID, "ongoing", FETCHED_AT)])
     commit_outcomes(out, [Outcome(TID, "failed", FETCHED_AT, error_code="422")])
-    ledger = tmp_path / LEDGER_PATH
-    stored = ledger.read_bytes()
+    ledger = newest_ledger_file(tmp_path)
+    stored = {path: path.read_bytes() for path in ledger_files(tmp_path)}
     assert read_table(out, "transcriptions")["status"].to_list() == ["failed"]
-    ledger.unlink()
+    drop_ledger(tmp_path)
     assert read_table(out, "transcriptions")["status"].to_list() == ["failed"]  # the newest batch, as rebuilt
-    ledger.write_bytes(stored[:-20])
+    for path, data in stored.items():
+        path.write_bytes(data[:-20] if path == ledger else data)
     with pytest.raises(StorageError, match=re.escape(UNREADABLE_LEDGER)):
         read_table(out, "transcriptions")

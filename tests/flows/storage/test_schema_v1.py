@@ -19,7 +19,7 @@ import pytest
 
 from flows.batch import BatchSpec, stage_outcomes
 from flows.outcomes import Outcome
-from flows.storage.commit import new_batch_id, read_every_file
+from flows.storage.commit import read_every_file
 from flows.storage.compact import compact
 from flows.storage.dataset import Dataset
 from flows.storage.reader import read_table
@@ -145,11 +145,11 @@ def test_compact_merges_v1_and_v2_files_into_a_v2_file(
 
 def commit(out: Path, outcomes: list[Outcome], refetch: tuple[str, ...] = ()) -> None:
     """Stage and commit these outcomes as one batch (`refetch`: as `talktime run --refetch` does)."""
-    dataset = Dataset(str(out))
-    run_id = new_batch_id()
-    staged = stage_outcomes(str(out), BatchSpec.new(1, dataset.write_snapshot(run_id), refetch=refetch), outcomes)
-    dataset.commit(staged.files, staged.polled, run_batches=frozenset())
-    dataset.drop_snapshot(run_id)
+    with Dataset.writer(str(out), "tests") as (dataset, _):
+        if refetch:
+            dataset.fetch_rows([o.transcription_id for o in outcomes])
+        staged = stage_outcomes(str(out), BatchSpec.new(1, dataset.snapshot(), refetch=refetch), outcomes)
+        dataset.commit(staged.files, staged.polled, run_batches=frozenset())
 
 
 def test_refetching_an_id_of_a_v1_file_recomputes_its_rows(tmp_path: Path) -> None:
@@ -165,7 +165,8 @@ def test_refetching_an_id_of_a_v1_file_recomputes_its_rows(tmp_path: Path) -> No
     got = read_table(str(tmp_path), "speaker_metrics").sort(KEYS)
     assert got.filter(pl.col("transcription_id") == a).select(NEW).rows() == [(1, 10, None), (0, 8, 2.0)]
     assert got.filter(pl.col("transcription_id") == b).select(NEW).null_count().row(0) == (2, 2, 2)
-    assert pq.read_schema(old).metadata[b"talktime.schema_version"] == b"2"  # the superseding rewrite
+    assert not old.exists()  # never rewritten in place: b's rows moved to a new file, of this version
+    assert {pq.read_schema(p).metadata[b"talktime.schema_version"] for p in files(tmp_path)} == {b"2"}
     assert verify(str(tmp_path)).consistent
 
 

@@ -13,12 +13,13 @@ import flows.storage.commit
 from flows.cli import main
 from flows.emulator.server import EmulatorServer
 from flows.storage.commit import INTERNAL, new_batch_id
-from flows.storage.ledger import LEDGER_PATH, load_ledger
+from flows.storage.ledgerlog import load_ledger
 from flows.storage.store import Store
 from flows.storage.verify import repair
 from tests.crash_driver import ingest
 from tests.flows.storage.test_ledger_rebuild import every_row, manifest, poll, server
 from tests.flows.storage.test_object_storage import s3_endpoint, s3_url
+from tests.helpers import drop_ledger, newest_ledger_file
 from transforms.schemas import TABLES
 
 __all__ = ["s3_endpoint", "server"]  # fixtures
@@ -139,7 +140,7 @@ def test_a_deleted_ledger_is_reported_and_repair_writes_the_rebuilt_one(
     out: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ledger = load_ledger(Store(str(out)))
-    (out / LEDGER_PATH).unlink()
+    drop_ledger(out)
     code, report = verify(out, capsys)
     files = len(list((out / "transcriptions").rglob("*.parquet")))
     assert code == 1 and f"ledger: missing, rebuilt from {files} data files (9 ids)" in report
@@ -150,7 +151,7 @@ def test_a_deleted_ledger_is_reported_and_repair_writes_the_rebuilt_one(
 
 
 def test_a_truncated_ledger_is_reported_and_repair_rebuilds_it(out: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ledger = out / LEDGER_PATH
+    ledger = newest_ledger_file(out)
     ledger.write_bytes(ledger.read_bytes()[:100])
     code, report = verify(out, capsys)
     assert code == 1 and "ledger: unreadable (truncated or corrupt), rebuilt from" in report
@@ -196,7 +197,7 @@ def test_a_repair_interrupted_after_its_commit_point_is_finished_by_the_next_one
     expected = every_row(out)
     doubled = a_file(out, "transcriptions")
     pl.concat([pl.read_parquet(doubled)] * 2).write_parquet(doubled)
-    (out / LEDGER_PATH).unlink()
+    drop_ledger(out)
 
     def crash(*_: object) -> None:
         raise RuntimeError("killed")
@@ -222,9 +223,9 @@ def test_verify_and_repair_on_s3(s3_endpoint: str, inputs: list[str], capsys: py
     source = store.list("speaker_metrics", ".parquet")[0]
     rows = pl.DataFrame(store.read_parquet(source)).height
     store.fs.copy_file(store.path(source), store.path(source.rsplit("/", 1)[0] + f"/part-{new_batch_id()}.parquet"))
-    store.delete(LEDGER_PATH)
+    store.delete_dir("_talktime/ledger")
     code, report = verify(url, capsys)
     assert code == 1 and f"extra       speaker_metrics   {rows} rows" in report and "ledger: missing" in report
     assert verify(url, capsys, "--repair")[0] == 0
-    assert verify(url, capsys)[0] == 0 and store.exists(LEDGER_PATH)
+    assert verify(url, capsys)[0] == 0 and store.list("_talktime/ledger", ".parquet")
     assert_rows_equal(every_row(url), expected)
