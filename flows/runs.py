@@ -17,7 +17,7 @@ import polars as pl
 from tenacity import Retrying, retry_if_exception_type, retry_if_not_exception_type, stop_after_attempt, wait_fixed
 
 from flows.api.budget import open_budget
-from flows.api.service import close_fetchers
+from flows.api.service import close_fetchers, fetcher_for
 from flows.batch import BatchSpec, StagedBatch, stage_outcomes
 from flows.errors import ConfigurationError, StorageError
 from flows.inflight import Future, Repolls, run_batches
@@ -147,6 +147,8 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
         summary.already_final = plan.already_final
         summary.total_units = len(plan.expired) + len(plan.to_fetch)
         run.watch.started("ids", summary.total_units)
+        if plan.to_fetch:  # wrong credentials: one line before any batch starts, not one per batch
+            fetcher_for(settings).check_credentials(plan.to_fetch[0])
         if plan.expired:
             run.commit(stage_outcomes(settings.out, run.spec("expire", len(plan.expired)), plan.expired), summary)
         count = -(-len(plan.to_fetch) // settings.batch_size)
@@ -218,7 +220,12 @@ def failure(summary: RunSummary, max_error_share: float) -> str | None:
     if ids and errors / ids > max_error_share:
         codes = ", ".join(f"{code} {n}" for code, n in summary.error_codes.most_common(3) if code != NEVER_SENT)
         share = f"{errors / ids:.0%}, more than {max_error_share:.0%}"
-        return f"{errors} of {ids} ids ended in error ({share}; they stay pending)" + (f": {codes}" if codes else "")
+        causes = "; ".join(cause for cause, _ in summary.transport_causes.most_common(2))
+        return (
+            f"{errors} of {ids} ids ended in error ({share}; they stay pending)"
+            + (f": {codes}" if codes else "")
+            + (f"; network: {causes}" if causes else "")
+        )
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from flows.storage.status import OutputStatus
 
 TABLE_NAMES = ("transcriptions", "speaker_metrics", "transcript_items", "rejected_items")
+# A retry cause that says what happened: `network (connection refused to 127.0.0.1:9)`.
+_TRANSPORT_RETRY = re.compile(r"(?:network|timeout) \((?P<what>.+)\)")
 
 
 @dataclass
@@ -64,6 +67,15 @@ class RunSummary:
     def ids(self) -> int:
         """Distinct ids this run polled or expired."""
         return sum(self.statuses.values())
+
+    @property
+    def transport_causes(self) -> Counter[str]:
+        """Retried network failures by what happened (`connection refused to 127.0.0.1:9`, `… timed out`)."""
+        causes: Counter[str] = Counter()
+        for key, n in self.retries.items():
+            if found := _TRANSPORT_RETRY.fullmatch(key):
+                causes[found["what"]] += n
+        return causes
 
     @property
     def retryable_errors(self) -> int:

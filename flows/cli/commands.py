@@ -522,7 +522,7 @@ def _creatable(path: Path) -> bool:
     return parent is not None and parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
 
 
-def _run(args: argparse.Namespace) -> State:
+def _run(args: argparse.Namespace, announce: bool) -> State:
     """`talktime run`'s checks, then the flow (its final state)."""
     from flows.inputs import read_ids
 
@@ -530,9 +530,24 @@ def _run(args: argparse.Namespace) -> State:
     read_ids(settings.ids_file)  # a missing or unreadable manifest: one line now, not after Prefect starts
     _check_output(settings.out)
     _check_runner(settings)
+    _prepare_prefect(announce)
     from flows.pipeline import run_flow
 
     return run_flow(settings, return_state=True)
+
+
+def _prepare_prefect(announce: bool) -> None:
+    """A configured Prefect server that does not answer: one line now (or, without one, say that a
+    temporary server starts); then keep the flow's refusal line off the terminal (printed at the end)."""
+    from flows.cli.prefect_server import check_prefect_server, hide_refusals_on_console
+
+    check_prefect_server(announce=announce)
+    hide_refusals_on_console()
+
+
+def _announces(args: argparse.Namespace) -> bool:
+    """Whether progress notes go to stderr: not under --quiet or --json."""
+    return not (getattr(args, "quiet", False) or getattr(args, "json", False))
 
 
 def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
@@ -558,7 +573,7 @@ def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _outcome(_run(args), args, str(args.out))
+    return _outcome(_run(args, _announces(args)), args, str(args.out))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -568,6 +583,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     next(plan_slices(settings.inputs, 1), None)  # a missing input: one line now, not after Prefect starts
     _check_output(settings.out)
     _check_runner(settings)
+    _prepare_prefect(_announces(args))
     from flows.pipeline import ingest_flow
 
     return _outcome(ingest_flow(settings, return_state=True), args, str(args.out))
@@ -589,7 +605,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
              "--api-key", config.api_key, "--batch-size", "25", "--max-wait", "3"]
             + (["--quiet"] if args.quiet else [])
         )  # fmt: skip
-        state = _run(demo_args)
+        state = _run(demo_args, _announces(args))
     code = _outcome(state, args, str(out))
     if code == 0:
         from flows.report import write_report
