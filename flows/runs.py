@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -172,6 +173,7 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
             repolls=repolls,
             repoll_spec=lambda due: run.spec(f"repoll-{run.count + 1}", ids=tuple(due), repoll=True),
             batch_size=settings.batch_size,
+            sleep=lambda seconds: wait_watched(seconds, summary, run.watch),
         )
         summary.failure = failure(summary, settings.max_error_share)
     finally:
@@ -180,6 +182,23 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
         summary.finish()
         run.watch.finished(summary)
     return summary
+
+
+def wait_watched(
+    seconds: float,
+    summary: RunSummary,
+    watch: Watcher,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Sleep until the next re-poll of ongoing ids is due, telling the watchers how long, once a second."""
+    deadline = clock() + seconds
+    while (left := deadline - clock()) > 0:
+        summary.next_poll_s = left
+        watch.advanced(summary)
+        sleep(min(1.0, left))
+    summary.next_poll_s = None
 
 
 ROUTE_CHECK_MIN_IDS = 5

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from flows.errors import ConfigurationError
 from flows.secrets import API_KEY_ENV
 from flows.settings import (
@@ -34,10 +32,10 @@ from flows.settings import (
     IngestSettings,
     RunSettings,
 )
-from flows.summary import RunSummary, print_summary
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: `talktime --version` and `--help` import neither polars nor prefect
     from prefect.client.schemas.objects import State
+    from pydantic import ValidationError
 
     from flows.emulator.app import Faults
     from flows.emulator.oauth import OAuthServer
@@ -440,6 +438,8 @@ def _settings_error(exc: ValidationError) -> ConfigurationError:
 
 def run_settings(args: argparse.Namespace) -> RunSettings:
     """The run's settings from its arguments (the key goes to this process's environment only)."""
+    from pydantic import ValidationError
+
     if args.api_key:
         os.environ[API_KEY_ENV] = args.api_key
     try:
@@ -475,6 +475,8 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
 
 
 def ingest_settings(args: argparse.Namespace) -> IngestSettings:
+    from pydantic import ValidationError
+
     try:
         return IngestSettings(
             inputs=list(args.input),
@@ -555,6 +557,8 @@ def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
 
     A configuration, credential or storage error found inside the flow is raised (exit 2).
     """
+    from flows.summary import RunSummary, print_summary
+
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         raise result

@@ -453,7 +453,7 @@ def test_a_run_shows_named_tasks_batch_lines_progress_and_a_table(
     figures = {(r["section"], r["name"]): r["value"] for r in rows}
     assert figures[("outcomes (this run)", "succeeded")] == 10
     assert figures[("the whole output", "ids succeeded")] == 10
-    assert figures[("rows written (this run)", "transcriptions")] == 10
+    assert figures[("rows written (including rows later replaced in this run)", "transcriptions")] == 10
     assert ("talk time (the whole output)", "doctor") in figures
 
 
@@ -536,3 +536,31 @@ def test_compact_reports_its_partitions_as_it_goes(tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
     assert compact(out, progress=lambda done, total: calls.append((done, total))) == (12, 4)
     assert calls == [(0, 1), (1, 1)]
+
+
+def test_while_the_run_only_waits_for_ongoing_ids_the_bar_shows_the_wait_not_an_eta() -> None:
+    import io
+
+    from rich.console import Console
+
+    from flows.progress import ProgressBar
+    from flows.runs import wait_watched
+    from flows.summary import RunSummary
+
+    screen = io.StringIO()
+    bar = ProgressBar("talktime run", Console(file=screen, force_terminal=True, width=200))
+    bar.started("ids", 10)
+    summary = RunSummary(total_units=10, units_done=10, batches=3, waiting=3)
+    now = [0.0]
+    shown: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        bar._progress.refresh()  # type: ignore[union-attr]
+        shown.append(screen.getvalue().rsplit("\r", 1)[-1])
+        now[0] += seconds
+
+    wait_watched(2.5, summary, bar, clock=lambda: now[0], sleep=sleep)
+    bar.finished(summary)
+    assert len(shown) == 3 and summary.next_poll_s is None
+    assert "waiting for 3 ongoing ids, next poll in 2 s" in shown[0]  # 2.5 s, rounded half to even
+    assert "next poll in 0 s" in shown[2] and not [s for s in shown if "0:00:00" in s]
