@@ -11,7 +11,8 @@
         │                           (`response_too_large`): an `error` row, not retried
         ├── AuthenticationError     401 after one renewal: the run stops
         ├── AuthorizationError      403: the run stops
-        └── ApiUnavailableError     the API kept failing for too long: the run stops early
+        ├── ApiUnavailableError     the API kept failing for too long: the run stops early
+        └── RunStoppedError         a batch cut short because its run is stopping (not a cause)
 
     WithheldError                   anything else raised inside a flow or task, its message withheld
 
@@ -99,6 +100,10 @@ class AuthorizationError(ApiError):
 
 class ApiUnavailableError(ApiError):
     """The API failed every request for longer than the configured stretch."""
+
+
+class RunStoppedError(ApiError):
+    """A batch's fetching was cut short because its run is stopping for another reason (said elsewhere)."""
 
 
 class WithheldError(Exception):

@@ -14,18 +14,24 @@ run and the whole output) and fails (a Failed state, counts in its message) when
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
+from prefect.logging.handlers import APILogHandler
+from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Failed
 
 from flows.batch import BatchSpec, StagedBatch, fetch_batch, read_batch
 from flows.errors import PipelineError, scrubbed, withholding
+from flows.inflight import Future
 from flows.progress import ArtifactWatcher, Watchers, terminal_watchers
 from flows.runs import ingest, poll
 from flows.scaleout import batch_runner
@@ -36,9 +42,70 @@ from flows.summary import RunSummary, summary_markdown, summary_rows
 
 SUMMARY_ARTIFACT = "talktime-run-summary"
 TABLE_ARTIFACT = "talktime-run-table"
+S = TypeVar("S", RunSettings, IngestSettings)
+
+
+# Whether the line saying why a run was refused also goes to the console: the CLI prints that line
+# itself, last, so it turns this off (`leave_refusals_to_the_caller`); the flow run's log has it anyway.
+_refusals_on_console = True
+
+
+def leave_refusals_to_the_caller() -> None:
+    """Log a refused run's one line to the flow run's log only, not to the console (the caller prints it)."""
+    global _refusals_on_console
+    _refusals_on_console = False
+
+
+def _refusal_logger() -> Any:
+    """The run logger; without the console when the caller prints refusals itself."""
+    log = get_run_logger()
+    if _refusals_on_console:
+        return log
+    api_only = logging.getLogger("talktime.refusals")
+    if not api_only.handlers:
+        api_only.addHandler(APILogHandler())
+        api_only.propagate = False  # the console handler is the root logger's
+    return PrefectLogAdapter(api_only, extra=getattr(log, "extra", None))
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A batch task's end short of a staged batch, as its result: a configuration, credential or storage
+    error (raised again in the flow, which fails the run with its one line), or a batch cut short
+    because the run is stopping for such a reason. Prefect logs a traceback for any exception a task
+    raises, and two lines for a Failed state it returns, in every batch in flight: this is said once."""
+
+    error: PipelineError
+
+
+def ending_quietly(fn: Callable[[S, BatchSpec], StagedBatch]) -> Callable[[S, BatchSpec], StagedBatch | Refused]:
+    """A batch task's body whose expected errors are its result (`Refused`), not an exception."""
+
+    @functools.wraps(fn)
+    def call(settings: S, spec: BatchSpec) -> StagedBatch | Refused:
+        try:
+            return fn(settings, spec)
+        except PipelineError as exc:  # withholding has cut its chain
+            return Refused(exc)
+
+    return call
+
+
+class _Unrefused:
+    """A batch task's future whose `.result()` raises a Refused batch's error (in the flow)."""
+
+    def __init__(self, future: Future) -> None:
+        self._future = future
+
+    def result(self) -> StagedBatch:
+        value: StagedBatch | Refused = self._future.result()
+        if isinstance(value, Refused):
+            raise value.error
+        return value
 
 
 @task(name="fetch-batch", task_run_name="{spec.name}", cache_policy=NO_CACHE)
+@ending_quietly
 @withholding
 def fetch_batch_task(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
     """Poll a batch of ids, transform and stage what changed (flows.batch.fetch_batch)."""
@@ -47,6 +114,7 @@ def fetch_batch_task(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
 
 
 @task(name="read-batch", task_run_name="{spec.name}", cache_policy=NO_CACHE)
+@ending_quietly
 @withholding
 def read_batch_task(settings: IngestSettings, spec: BatchSpec) -> StagedBatch:
     """Read a slice of the inputs, transform and stage what changed (flows.batch.read_batch)."""
@@ -87,7 +155,7 @@ def _run(
     log = get_run_logger()
     try:
         with batch_runner(settings, batch_task, log) as submit:
-            summary = body(settings, submit, log, watch)
+            summary = body(settings, lambda spec: _Unrefused(submit(spec)), log, watch)
     except PipelineError as exc:
         return _refused(exc)
     return _report(summary, settings.out)
@@ -95,7 +163,7 @@ def _run(
 
 def _refused(exc: PipelineError) -> State:
     """A configuration, credential or storage error: one line in the log and a Failed run, no traceback."""
-    get_run_logger().error("talktime: error: %s", exc)
+    _refusal_logger().error("talktime: error: %s", exc)
     return Failed(message=str(exc), data=scrubbed(exc))
 
 

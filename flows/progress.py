@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -96,6 +96,21 @@ class ArtifactWatcher:
             update_progress_artifact(self._artifact_id, progress=round(percent(summary), 1))  # type: ignore[arg-type]
 
 
+def _eta_column() -> Any:
+    """Rich's time-remaining column, showing the wait instead while the run only waits for ongoing ids
+    (its ETA would read 0:00:00 for as long as that takes)."""
+    from rich.progress import TimeRemainingColumn
+    from rich.text import Text
+
+    class EtaColumn(TimeRemainingColumn):
+        def render(self, task: Any) -> Text:
+            if task.fields.get("wait"):
+                return Text(task.fields["wait"])
+            return Text("ETA ") + super().render(task)
+
+    return EtaColumn()
+
+
 class ProgressBar:
     """A rich progress bar on stderr: done/total, rate, ETA, batches, retries and 429s so far."""
 
@@ -113,7 +128,6 @@ class ProgressBar:
             MofNCompleteColumn,
             Progress,
             TextColumn,
-            TimeRemainingColumn,
             TransferSpeedColumn,
         )
 
@@ -126,14 +140,13 @@ class ProgressBar:
             TextColumn("{task.description}"),
             BarColumn(),
             *counts,
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            _eta_column(),
             TextColumn("{task.fields[notes]}"),
             console=self._console or Console(file=sys.stderr),
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task(self._label, total=total or None, rate="", notes="")
+        self._task = self._progress.add_task(self._label, total=total or None, rate="", notes="", wait="")
 
     def advanced(self, summary: RunSummary) -> None:
         if self._progress is None or self._task is None:
@@ -143,9 +156,12 @@ class ProgressBar:
         rate = f"{speed:,.0f}/s" if speed else ""
         notes = f"batches {summary.batches} · retries {sum(summary.retries.values())}"
         notes += f" · 429s {summary.retries.get('rate_limited', 0)}"
-        if summary.waiting:
+        wait = ""
+        if summary.waiting and summary.next_poll_s is not None:
+            wait = f"waiting for {summary.waiting} ongoing ids, next poll in {summary.next_poll_s:.0f} s"
+        elif summary.waiting:
             notes += f" · waiting on {summary.waiting} ongoing"
-        self._progress.update(self._task, completed=summary.units_done, rate=rate, notes=notes)
+        self._progress.update(self._task, completed=summary.units_done, rate=rate, notes=notes, wait=wait)
 
     def finished(self, summary: RunSummary) -> None:
         if self._progress is not None:

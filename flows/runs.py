@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ import polars as pl
 from tenacity import Retrying, retry_if_exception_type, retry_if_not_exception_type, stop_after_attempt, wait_fixed
 
 from flows.api.budget import open_budget
-from flows.api.service import close_fetchers
+from flows.api.service import close_fetchers, fetcher_for
 from flows.batch import BatchSpec, StagedBatch, stage_outcomes
 from flows.errors import ConfigurationError, StorageError
 from flows.inflight import Future, Repolls, run_batches
@@ -155,6 +156,8 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
         summary.already_final = plan.already_final
         summary.total_units = len(plan.expired) + len(plan.to_fetch)
         run.watch.started("ids", summary.total_units)
+        if plan.to_fetch:  # wrong credentials: one line before any batch starts, not one per batch
+            fetcher_for(settings).check_credentials(plan.to_fetch[0])
         if plan.expired:
             run.commit(stage_outcomes(settings.out, run.spec("expire", len(plan.expired)), plan.expired), summary)
         count = -(-len(plan.to_fetch) // settings.batch_size)
@@ -178,6 +181,7 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
             repolls=repolls,
             repoll_spec=lambda due: run.spec(f"repoll-{run.count + 1}", ids=tuple(due), repoll=True),
             batch_size=settings.batch_size,
+            sleep=lambda seconds: wait_watched(seconds, summary, run.watch),
         )
         summary.failure = failure(summary, settings.max_error_share)
     finally:
@@ -186,6 +190,23 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
         summary.finish()
         run.watch.finished(summary)
     return summary
+
+
+def wait_watched(
+    seconds: float,
+    summary: RunSummary,
+    watch: Watcher,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Sleep until the next re-poll of ongoing ids is due, telling the watchers how long, once a second."""
+    deadline = clock() + seconds
+    while (left := deadline - clock()) > 0:
+        summary.next_poll_s = left
+        watch.advanced(summary)
+        sleep(min(1.0, left))
+    summary.next_poll_s = None
 
 
 ROUTE_CHECK_MIN_IDS = 5
@@ -226,7 +247,12 @@ def failure(summary: RunSummary, max_error_share: float) -> str | None:
     if ids and errors / ids > max_error_share:
         codes = ", ".join(f"{code} {n}" for code, n in summary.error_codes.most_common(3) if code != NEVER_SENT)
         share = f"{errors / ids:.0%}, more than {max_error_share:.0%}"
-        return f"{errors} of {ids} ids ended in error ({share}; they stay pending)" + (f": {codes}" if codes else "")
+        causes = "; ".join(cause for cause, _ in summary.transport_causes.most_common(2))
+        return (
+            f"{errors} of {ids} ids ended in error ({share}; they stay pending)"
+            + (f": {codes}" if codes else "")
+            + (f"; network: {causes}" if causes else "")
+        )
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,6 +14,11 @@ if TYPE_CHECKING:
     from flows.storage.status import OutputStatus
 
 TABLE_NAMES = ("transcriptions", "speaker_metrics", "transcript_items", "rejected_items")
+# Rows of ids written twice in one run (ongoing, then terminal; an id met again by `ingest`) are
+# counted each time: the tables then hold fewer rows than written.
+ROWS_WRITTEN = "rows written (including rows later replaced in this run)"
+# A retry cause that says what happened: `network (connection refused to 127.0.0.1:9)`.
+_TRANSPORT_RETRY = re.compile(r"(?:network|timeout) \((?P<what>.+)\)")
 
 
 @dataclass
@@ -33,6 +39,7 @@ class RunSummary:
     total_units: int = 0
     units_done: int = 0
     waiting: int = 0  # ongoing ids waiting in the re-poll queue
+    next_poll_s: float | None = None  # while the run only waits for them: seconds until the next re-poll
     started: float = field(default_factory=time.monotonic)
     seconds: float | None = None  # the run's duration, once over
     failure: str | None = None  # why the run failed (error threshold, API down), counts only
@@ -64,6 +71,15 @@ class RunSummary:
     def ids(self) -> int:
         """Distinct ids this run polled or expired."""
         return sum(self.statuses.values())
+
+    @property
+    def transport_causes(self) -> Counter[str]:
+        """Retried network failures by what happened (`connection refused to 127.0.0.1:9`, `… timed out`)."""
+        causes: Counter[str] = Counter()
+        for key, n in self.retries.items():
+            if found := _TRANSPORT_RETRY.fullmatch(key):
+                causes[found["what"]] += n
+        return causes
 
     @property
     def retryable_errors(self) -> int:
@@ -125,7 +141,7 @@ class RunSummary:
         lines = [f"outcomes of {self.ids} ids: {statuses}"]
         if self.error_codes:
             lines.append("error codes: " + ", ".join(f"{c} {n}" for c, n in self.error_codes.most_common()))
-        lines.append("rows written: " + ", ".join(f"{t} {self.rows.get(t, 0)}" for t in TABLE_NAMES))
+        lines.append(f"{ROWS_WRITTEN}: " + ", ".join(f"{t} {self.rows.get(t, 0)}" for t in TABLE_NAMES))
         retries = ", ".join(f"{c} {n}" for c, n in sorted(self.retries.items())) or "none"
         lines.append(f"{self.batches} batches, {self.requests} requests, retries: {retries}")
         if self.already_final:
@@ -167,7 +183,7 @@ def summary_rows(summary: RunSummary) -> list[dict[str, object]]:
     for code, n in summary.error_codes.most_common():
         add("error codes (this run)", code, n)
     for table in TABLE_NAMES:
-        add("rows written (this run)", table, summary.rows.get(table, 0))
+        add(ROWS_WRITTEN, table, summary.rows.get(table, 0))
     add("run", "batches", summary.batches)
     add("run", "requests", summary.requests)
     for cause, n in sorted(summary.retries.items()):
@@ -194,8 +210,15 @@ def _iso(value: object) -> object:
 
 
 def _markdown_table(frame: pl.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width
-    return header + "".join("\n| " + " | ".join(str(v) for v in row) + " |" for row in frame.rows())
+    """A GitHub-flavoured Markdown table: numbers right-aligned, text left-aligned, `|` escaped."""
+    align = " | ".join("---:" if dtype.is_numeric() else ":---" for dtype in frame.dtypes)
+    header = f"| {' | '.join(frame.columns)} |\n| {align} |"
+    cells = ("| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.rows())
+    return "\n".join([header, *cells])
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value).replace("|", "\\|")
 
 
 def print_summary(summary: RunSummary, out: str) -> None:
@@ -205,7 +228,7 @@ def print_summary(summary: RunSummary, out: str) -> None:
         print(summary.status_table())
         print("\nTalk time by speaker (all succeeded transcriptions)")
         print(summary.talk_table())
-    print("\nRows written: " + ", ".join(f"{t} {summary.rows.get(t, 0)}" for t in TABLE_NAMES))
+    print(f"\n{ROWS_WRITTEN.capitalize()}: " + ", ".join(f"{t} {summary.rows.get(t, 0)}" for t in TABLE_NAMES))
     if summary.already_final:
         print(f"Already final from earlier runs (not fetched again): {summary.already_final}")
     if summary.skipped:

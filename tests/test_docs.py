@@ -512,3 +512,14 @@ def test_the_webhook_example_signature_is_what_the_receiver_accepts() -> None:
     assert signature_is_valid(secret, timestamp, body, f"0000, {signature}")  # one of several comma-separated
     assert not signature_is_valid(secret, timestamp, body + b" ", signature)
     assert parse_event(body)["type"] in ("transcribe_async.succeeded", "transcribe_async.failed")
+
+
+def test_the_prefect_set_up_waits_for_the_server_before_using_it() -> None:
+    """`prefect work-pool create` right after `prefect server start` fails while the server is starting."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Running on Prefect", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("  #")[0].strip() for line in block.splitlines()]
+    start = next(i for i, c in enumerate(commands) if c.startswith(".venv/bin/prefect server start"))
+    wait = commands.index("until curl -fsS http://127.0.0.1:4200/api/health >/dev/null 2>&1; do sleep 1; done")
+    first_use = next(i for i, c in enumerate(commands) if "work-pool create" in c)
+    assert start < wait < first_use

@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
+if TYPE_CHECKING:  # for annotations only: `talktime --help` need not import httpx
+    import httpx
 
 
 class Auth(Protocol):

@@ -25,6 +25,7 @@ from flows.api.ratelimit import RateLimiter
 from flows.api.reply import Reply, exchange
 from flows.api.retry import RetryPolicy, Sleep, parse_retry_after
 from flows.errors import (
+    ApiError,
     ApiUnavailableError,
     AuthenticationError,
     AuthorizationError,
@@ -43,11 +44,13 @@ from flows.settings import (
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 NOT_FOUND_CONFIRM_S = 1.0
+CREDENTIALS_CHECK_S = 15.0
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 VERSION_HEADER = "X-Nabla-Api-Version"
 
 
 CONNECTIONS_PER_POOL = 8
+NETWORK_CAUSES = ("network", "timeout")  # retry causes whose key carries what happened
 
 
 def make_http_client(
@@ -82,10 +85,17 @@ class FetchStats:
 _stats: ContextVar[FetchStats | None] = ContextVar("talktime_fetch_stats", default=None)
 
 
+def retry_key(error: BaseException) -> str:
+    """A retry's cause as counted: rate_limited, server_error, malformed; network and timeout with what
+    happened, e.g. `network (connection refused to 127.0.0.1:9)` (host and port only, never a path)."""
+    cause = str(getattr(error, "cause", type(error).__name__))
+    return f"{cause} ({error})" if cause in NETWORK_CAUSES else cause
+
+
 def _count_retry(error: BaseException) -> None:
     stats = _stats.get()
     if stats is not None:
-        stats.retries[getattr(error, "cause", type(error).__name__)] += 1
+        stats.retries[retry_key(error)] += 1
 
 
 @dataclass
@@ -124,6 +134,7 @@ class TranscriptionClient:
         self._slots = asyncio.Semaphore(options.concurrency)
         self._limiter = RateLimiter(options.rate_limit_per_s, clock=clock, sleep=sleep)
         self._failing_since: float | None = None
+        self._last_failure = ""  # what the last transient failure was (no URL path, no credentials)
         self._budget = budget
         self.requests_sent = 0
 
@@ -147,6 +158,20 @@ class TranscriptionClient:
             await _cancel(tasks)
             raise
         return [t.result() for t in tasks], None
+
+    async def check_credentials(self, transcription_id: str) -> None:
+        """One poll of one id, not retried, its answer dropped: AuthenticationError or AuthorizationError
+        when the API refuses the credentials. Anything else (an answer, an outage, no answer within
+        CREDENTIALS_CHECK_S) is left to the batches."""
+        if not is_uuid(transcription_id):
+            return
+        try:
+            async with asyncio.timeout(CREDENTIALS_CHECK_S):
+                await self._get_outcome(transcription_id.lower())
+        except (AuthenticationError, AuthorizationError):
+            raise
+        except (ApiError, TimeoutError):
+            return
 
     async def fetch(self, transcription_id: str) -> Outcome:
         """The outcome of one poll of one id (an `ongoing` id is re-polled later by the run, not here)."""
@@ -180,8 +205,9 @@ class TranscriptionClient:
         """Stop the run when every request has failed for longer than `down_after_s`."""
         now = self._clock()
         if self._failing_since is not None and now - self._failing_since >= self._options.down_after_s:
+            last = f" (last: {self._last_failure})" if self._last_failure else ""
             raise ApiUnavailableError(
-                f"the API failed every request for {now - self._failing_since:.0f} s; stopping early"
+                f"the API failed every request for {now - self._failing_since:.0f} s{last}; stopping early"
             )
 
     async def _get_outcome(self, tid: str) -> Outcome:
@@ -193,9 +219,10 @@ class TranscriptionClient:
             outcome = self._interpret(tid, response)
         except MalformedResponseError:
             raise  # the API answered: a body it cannot read is no sign of an outage
-        except TransientApiError:
+        except TransientApiError as exc:
             if self._failing_since is None:
                 self._failing_since = self._clock()
+            self._last_failure = str(exc)
             raise
         self._failing_since = None
         return outcome

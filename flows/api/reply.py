@@ -12,6 +12,9 @@ too large or cannot be decompressed it is read as empty and the status speaks al
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -39,13 +42,65 @@ async def exchange(
                 content = await _read_body(response, max_bytes)
     except TimeoutError:  # asyncio.timeout's: httpx's own timeouts are no TimeoutError
         raise TransientApiError(
-            f"deadline exceeded ({deadline_s:g} s for the whole request)", network="timeout"
+            f"{host_port(url)} took longer than the {deadline_s:g} s request deadline", network="timeout"
         ) from None
     except httpx.TimeoutException as exc:
-        raise TransientApiError(f"timeout ({type(exc).__name__})", network="timeout") from None
+        raise TransientApiError(network_cause(exc, url), network="timeout") from None
     except httpx.TransportError as exc:
-        raise TransientApiError(f"transport error ({type(exc).__name__})") from None
+        raise TransientApiError(network_cause(exc, url)) from None
     return Reply(response.status_code, response.headers, content, headers["Authorization"])
+
+
+def network_cause(exc: httpx.TransportError, url: str) -> str:
+    """What a transport error was, in a few words naming host and port only (never a path or a query):
+    `connection refused to 127.0.0.1:9`, `connect to api.example.com:443 timed out`, `TLS error with …`."""
+    where = host_port(url)
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"connect to {where} timed out"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{where} timed out ({_timeout_phase(exc)})"
+    for link in _chain(exc):
+        if isinstance(link, ssl.SSLCertVerificationError):
+            return f"TLS error with {where}: certificate not trusted"
+        if isinstance(link, ssl.SSLError):
+            return f"TLS error with {where}"
+        if isinstance(link, socket.gaierror):
+            return f"host name not resolved: {where}"
+        if isinstance(link, ConnectionRefusedError):
+            return f"connection refused to {where}"
+        if isinstance(link, ConnectionResetError):
+            return f"connection reset by {where}"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"{where} closed the connection or broke the HTTP protocol"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect to {where}"
+    return f"network error with {where} ({type(exc).__name__})"
+
+
+def host_port(url: str) -> str:
+    """`host:port` of a URL (the scheme's default port when it names none): safe to show."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "the API"
+    port = parsed.port or {"https": 443, "http": 80}.get(parsed.scheme)
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    return f"{host}:{port}" if port else host or "the API"
+
+
+def _timeout_phase(exc: httpx.TimeoutException) -> str:
+    names = {httpx.ReadTimeout: "reading", httpx.WriteTimeout: "writing", httpx.PoolTimeout: "waiting for a connection"}
+    return names.get(type(exc), "timeout")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and those it was raised from or during (at most 10: chains can loop)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
 
 
 async def _read_body(response: httpx.Response, cap: int) -> bytes:

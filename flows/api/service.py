@@ -10,6 +10,7 @@ cannot rebuild: it asks this module for its process's fetcher).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
 import threading
 from collections.abc import Coroutine
@@ -21,7 +22,7 @@ from flows.api.auth import Auth
 from flows.api.budget import RequestsBudget, open_budget
 from flows.api.client import ClientOptions, FetchStats, TranscriptionClient, make_http_clients
 from flows.api.retry import RetryPolicy
-from flows.errors import ApiUnavailableError
+from flows.errors import ApiUnavailableError, RunStoppedError
 from flows.outcomes import Outcome
 from flows.secrets import auth_for
 from flows.settings import MIB, RunSettings
@@ -51,6 +52,9 @@ class Fetcher:
         self._thread = threading.Thread(target=self._loop.run_forever, name="talktime-fetcher", daemon=True)
         self._thread.start()
         self._http: list[httpx.AsyncClient] = []
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._calls_lock = threading.Lock()
+        self._closed = False
         self._client = self._call(self._open(settings))
 
     async def _open(self, settings: RunSettings) -> TranscriptionClient:
@@ -62,7 +66,20 @@ class Fetcher:
         return TranscriptionClient(self._http, client_options(settings), auth, budget=budget)
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        """Run `coroutine` on the fetcher's loop; RunStoppedError when the fetcher is (being) closed."""
+        with self._calls_lock:
+            if self._closed:
+                coroutine.close()
+                raise RunStoppedError("the run stopped before this batch was fetched")
+            call = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+            self._calls.add(call)
+        try:
+            return call.result()
+        except concurrent.futures.CancelledError:
+            raise RunStoppedError("the run stopped while this batch was being fetched") from None
+        finally:
+            with self._calls_lock:
+                self._calls.discard(call)
 
     def fetch_many(
         self, ids: list[str], stats: FetchStats | None = None
@@ -70,13 +87,33 @@ class Fetcher:
         """One poll of each id (blocking the calling thread); see TranscriptionClient.fetch_many."""
         return self._call(self._client.fetch_many(ids, stats))
 
+    def check_credentials(self, transcription_id: str) -> None:
+        """AuthenticationError or AuthorizationError when the API refuses one poll of this id (see
+        TranscriptionClient.check_credentials)."""
+        self._call(self._client.check_credentials(transcription_id))
+
     def close(self) -> None:
-        """Close the connections and stop the loop."""
+        """Cut short the fetches still running (their callers get RunStoppedError, instead of requests
+        on closed connections), close the connections and stop the loop."""
+        with self._calls_lock:
+            self._closed = True
+            running = list(self._calls)
+        for call in running:
+            call.cancel()
+        asyncio.run_coroutine_threadsafe(_cancel_others(), self._loop).result()
         for http in self._http:
-            self._call(http.aclose())
+            asyncio.run_coroutine_threadsafe(http.aclose(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+
+async def _cancel_others() -> None:
+    """Cancel every other task of this loop and wait until they have ended (before it stops)."""
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 _fetchers: dict[RunSettings, Fetcher] = {}

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from flows.errors import ConfigurationError
 from flows.secrets import API_KEY_ENV
 from flows.settings import (
@@ -34,10 +32,10 @@ from flows.settings import (
     IngestSettings,
     RunSettings,
 )
-from flows.summary import RunSummary, print_summary
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: `talktime --version` and `--help` import neither polars nor prefect
     from prefect.client.schemas.objects import State
+    from pydantic import ValidationError
 
     from flows.emulator.app import Faults
     from flows.emulator.oauth import OAuthServer
@@ -440,6 +438,8 @@ def _settings_error(exc: ValidationError) -> ConfigurationError:
 
 def run_settings(args: argparse.Namespace) -> RunSettings:
     """The run's settings from its arguments (the key goes to this process's environment only)."""
+    from pydantic import ValidationError
+
     if args.api_key:
         os.environ[API_KEY_ENV] = args.api_key
     try:
@@ -475,6 +475,8 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
 
 
 def ingest_settings(args: argparse.Namespace) -> IngestSettings:
+    from pydantic import ValidationError
+
     try:
         return IngestSettings(
             inputs=list(args.input),
@@ -521,7 +523,7 @@ def _creatable(path: Path) -> bool:
     return parent is not None and parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
 
 
-def _run(args: argparse.Namespace) -> State:
+def _run(args: argparse.Namespace, announce: bool) -> State:
     """`talktime run`'s checks, then the flow (its final state)."""
     from flows.inputs import read_ids
 
@@ -529,9 +531,24 @@ def _run(args: argparse.Namespace) -> State:
     read_ids(settings.ids_file)  # a missing or unreadable manifest: one line now, not after Prefect starts
     _check_output(settings.out)
     _check_runner(settings)
+    _prepare_prefect(announce)
     from flows.pipeline import run_flow
 
     return run_flow(settings, return_state=True)
+
+
+def _prepare_prefect(announce: bool) -> None:
+    """A configured Prefect server that does not answer: one line now (or, without one, say that a
+    temporary server starts); then keep the flow's refusal line off the terminal (printed at the end)."""
+    from flows.cli.prefect_server import check_prefect_server, hide_refusals_on_console
+
+    check_prefect_server(announce=announce)
+    hide_refusals_on_console()
+
+
+def _announces(args: argparse.Namespace) -> bool:
+    """Whether progress notes go to stderr: not under --quiet or --json."""
+    return not (getattr(args, "quiet", False) or getattr(args, "json", False))
 
 
 def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
@@ -539,6 +556,8 @@ def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
 
     A configuration, credential or storage error found inside the flow is raised (exit 2).
     """
+    from flows.summary import RunSummary, print_summary
+
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         raise result
@@ -557,7 +576,7 @@ def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _outcome(_run(args), args, str(args.out))
+    return _outcome(_run(args, _announces(args)), args, str(args.out))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -567,6 +586,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     next(plan_slices(settings.inputs, 1), None)  # a missing input: one line now, not after Prefect starts
     _check_output(settings.out)
     _check_runner(settings)
+    _prepare_prefect(_announces(args))
     from flows.pipeline import ingest_flow
 
     return _outcome(ingest_flow(settings, return_state=True), args, str(args.out))
@@ -588,7 +608,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
              "--api-key", config.api_key, "--batch-size", "25", "--max-wait", "3"]
             + (["--quiet"] if args.quiet else [])
         )  # fmt: skip
-        state = _run(demo_args)
+        state = _run(demo_args, _announces(args))
     code = _outcome(state, args, str(out))
     if code == 0:
         from flows.report import write_report

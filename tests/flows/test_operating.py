@@ -142,6 +142,60 @@ def test_refetch_polls_ids_whose_recorded_outcome_is_final(tmp_path: Path) -> No
     assert read_table(str(out), "transcriptions").height == 10
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def last_flow_run_and_logs() -> tuple[Any, list[str]]:
+    """The latest flow run the test server knows of, and every log line of it (its tasks' included)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+    return flow_run, [log.message for log in logs]
+
+
+@pytest.mark.parametrize("where", ["first request", "batches"])
+def test_a_wrong_api_key_is_one_line_without_traceback_in_the_cli_and_the_flow_run_log(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checked by one request before any batch starts; a batch refused later (here: the first id is no
+    UUID, so the check sends nothing) fails the run the same way, its batches without a traceback."""
+    ids = IDS if where == "first request" else ["not-a-uuid", *IDS]
+    argv = ["run", "--ids", manifest(tmp_path, ids), "--out", str(tmp_path / "out"), "--api-key", "wrong-key",
+            "--batch-size", "3"]  # fmt: skip
+    with EmulatorServer(EmulatorConfig(responses=RESPONSES)) as server:
+        code = main([*argv, "--api-url", server.api_url])
+        requests = len(server.app.request_log)
+    err = capsys.readouterr().err
+    line = "the API rejected the credentials (401): check the API key"
+    assert code == 2, err
+    # stderr also holds Prefect's log lines (not a terminal): the error is said once, last, no traceback
+    lines = err.splitlines()
+    assert [m for m in lines if "talktime: error:" in m] == [lines[-1]]
+    assert lines[-1].startswith(f"talktime: error: {line}")
+    assert not [m for m in lines if m.startswith("flows.errors.") or "client has been closed" in m]
+    if where == "first request":
+        assert requests == 1  # no batch started
+    flow_run, messages = last_flow_run_and_logs()
+    assert flow_run.state.is_failed() and line in flow_run.state.message
+    assert len([m for m in messages if m.startswith(f"talktime: error: {line}")]) == 1
+    assert len([m for m in messages if m.startswith("talktime: error:")]) == 1
+    assert not [m for m in messages if "Traceback" in m or "client has been closed" in m]
+    assert not [record for record in caplog.records if record.exc_info]
+    assert "wrong-key" not in err + "".join(messages)
+
+
 # -- mistakes caught before Prefect starts ------------------------------------------------------
 
 
@@ -191,6 +245,69 @@ def test_an_operator_mistake_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("talktime: error: ") and err.count("\n") == 1 and expected in err
     assert not (tmp_path / "nothing").exists()  # compact and status create nothing
+
+
+@pytest.mark.usefixtures("no_prefect")
+@pytest.mark.parametrize("command", ["run", "ingest"])
+def test_a_prefect_server_that_does_not_answer_is_one_line_before_the_flow_starts(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = f"http://127.0.0.1:{closed_port()}/api"
+    argv = (
+        run_args("http://127.0.0.1:9/v1/copilot-api/server", tmp_path)
+        if command == "run"
+        else ["ingest", "--input", str(PRIMOCK), "--out", str(tmp_path / "out")]
+    )
+    with temporary_settings(updates={PREFECT_API_URL: url}):  # as from the environment or the profile
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"talktime: error: no Prefect server answers at PREFECT_API_URL={url} (connection refused to "
+        f"{url[7:-4]}): start it (`prefect server start`), or unset PREFECT_API_URL "
+        "(`prefect config unset PREFECT_API_URL`) to run on a temporary server\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra", [(), ("--quiet",), ("--json",)], ids=["default", "quiet", "json"])
+def test_without_prefect_api_url_the_cli_says_at_once_that_a_temporary_server_starts(
+    extra: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.pipeline
+
+    def started(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt  # the flow would start here: stop (exit 130) without a server
+
+    monkeypatch.setattr(flows.pipeline, "run_flow", started)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main([*run_args("http://127.0.0.1:9/v1/copilot-api/server", tmp_path), *extra]) == 130
+    err = capsys.readouterr().err
+    notice = "talktime: starting a temporary Prefect server (set PREFECT_API_URL to use yours)\n"
+    assert err == ("" if extra else notice)
+
+
+def test_an_unreachable_api_names_the_transport_cause_in_the_summary_and_the_failed_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = closed_port()
+    code = main([*run_args(f"http://127.0.0.1:{port}/v1/copilot-api/server", tmp_path, "--max-attempts", "2"),
+                 "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    cause = f"connection refused to 127.0.0.1:{port}"
+    assert code == 1
+    result = json.loads(captured.out)
+    assert result["failure"] == f"10 of 10 ids ended in error (100%, more than 10%; they stay pending): " \
+                                f"retries_exhausted 10; network: {cause}"  # fmt: skip
+    assert result["retries"] == {f"network ({cause})": 10}
+    assert f"talktime: the run failed: {result['failure']}" in captured.err
+    flow_run, messages = last_flow_run_and_logs()
+    assert flow_run.state.is_failed() and flow_run.state.message == result["failure"]
+    assert f"this run: 3 batches, 20 requests, retries: network ({cause}) 10" in messages
+    assert not [m for m in messages if "/v1/copilot-api" in m]  # host and port only, never the URL's path
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
@@ -253,8 +370,9 @@ def test_the_requests_budget_holds_at_the_server(tmp_path: Path) -> None:
     with EmulatorServer(EmulatorConfig(responses=RESPONSES)) as server:
         assert main(run_args(server.api_url, tmp_path, "--requests-limit", "talktime-test-budget")) == 0
         stamps = sorted(t for t, _ in server.app.request_log)
-    assert len(stamps) == 10 and statuses(tmp_path / "out") == {"succeeded": 10}
-    # 4 at once, then 4 more each second: the 10th request is at least 1.5 s after the first
+    # 10 ids, and one request before the batches that checks the credentials
+    assert len(stamps) == 11 and statuses(tmp_path / "out") == {"succeeded": 10}
+    # 4 at once, then 4 more each second: the 11th request is at least 1.5 s after the first
     # (unlimited, these 10 requests take a few milliseconds in all).
     assert stamps[-1] - stamps[0] >= 1.5 - 0.1
 
@@ -335,7 +453,7 @@ def test_a_run_shows_named_tasks_batch_lines_progress_and_a_table(
     figures = {(r["section"], r["name"]): r["value"] for r in rows}
     assert figures[("outcomes (this run)", "succeeded")] == 10
     assert figures[("the whole output", "ids succeeded")] == 10
-    assert figures[("rows written (this run)", "transcriptions")] == 10
+    assert figures[("rows written (including rows later replaced in this run)", "transcriptions")] == 10
     assert ("talk time (the whole output)", "doctor") in figures
 
 
@@ -418,3 +536,31 @@ def test_compact_reports_its_partitions_as_it_goes(tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
     assert compact(out, progress=lambda done, total: calls.append((done, total))) == (12, 4)
     assert calls == [(0, 1), (1, 1)]
+
+
+def test_while_the_run_only_waits_for_ongoing_ids_the_bar_shows_the_wait_not_an_eta() -> None:
+    import io
+
+    from rich.console import Console
+
+    from flows.progress import ProgressBar
+    from flows.runs import wait_watched
+    from flows.summary import RunSummary
+
+    screen = io.StringIO()
+    bar = ProgressBar("talktime run", Console(file=screen, force_terminal=True, width=200))
+    bar.started("ids", 10)
+    summary = RunSummary(total_units=10, units_done=10, batches=3, waiting=3)
+    now = [0.0]
+    shown: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        bar._progress.refresh()  # type: ignore[union-attr]
+        shown.append(screen.getvalue().rsplit("\r", 1)[-1])
+        now[0] += seconds
+
+    wait_watched(2.5, summary, bar, clock=lambda: now[0], sleep=sleep)
+    bar.finished(summary)
+    assert len(shown) == 3 and summary.next_poll_s is None
+    assert "waiting for 3 ongoing ids, next poll in 2 s" in shown[0]  # 2.5 s, rounded half to even
+    assert "next poll in 0 s" in shown[2] and not [s for s in shown if "0:00:00" in s]

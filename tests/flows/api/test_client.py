@@ -252,3 +252,33 @@ def test_requests_are_spread_over_small_connection_pools() -> None:
 
     asyncio.run(go())
     assert sorted(set(seen)) == [0, 1, 2]
+
+
+def test_stopping_early_names_the_last_failure() -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        error = httpx.ConnectError("All connection attempts failed", request=request)
+        error.__cause__ = ConnectionRefusedError(111, "Connect call failed")
+        raise error
+
+    _, down = run(refused, [TID], retry=RetryPolicy(max_attempts=2), down_after_s=0.0)
+    assert str(down) == "the API failed every request for 0 s (last: connection refused to api.test:80); stopping early"
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(401, AuthenticationError), (403, AuthorizationError)], ids=["401", "403"]
+)
+def test_the_credentials_check_raises_only_on_refused_credentials(status: int, error: type[Exception]) -> None:
+    answers = {"refused": httpx.Response(status), "down": httpx.Response(503), "unknown": httpx.Response(404)}
+
+    def check(answer: str) -> None:
+        async def go() -> None:
+            async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: answers[answer])) as http:
+                opts = ClientOptions(api_url="http://api.test/v1")
+                await TranscriptionClient(http, opts, ApiKeyAuth(KEY)).check_credentials(TID)
+
+        asyncio.run(go())
+
+    with pytest.raises(error):
+        check("refused")
+    check("down")  # left to the batches (not retried here)
+    check("unknown")
