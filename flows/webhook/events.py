@@ -6,7 +6,9 @@ Checked in this order by the receiver (flows.webhook.receiver):
   signature header holding at least one lower-case hex SHA-256 (`signature_header_refusal`), and
   the timestamp an ISO-8601 date and time at most MAX_AGE_S old or ahead (`timestamp_refusal`);
 - then the signature over the raw body (`signature_is_valid`, constant-time);
-- then the event (`parse_event`).
+- then the event (`parse_event`): one ingest can turn into rows, by ingest's own rule
+  (`flows.outcomes.outcome_from_response`), so that an event ingest would skip is refused while the
+  vendor can still redeliver it, instead of landing and being skipped later.
 
 Event content is patient data: no reason or exception message here quotes a header's or the body's
 value. `MalformedEventError` (a ValueError whose message is a short reason) is this module's one
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.jsontext import JsonError, has_lone_surrogate, loads, strict_json
-from flows.outcomes import is_uuid
+from flows.outcomes import EnvelopeError, is_uuid, outcome_from_response
 from flows.storage.store import fsync_directory
 from transforms.jsonvalues import HugeInt
 
@@ -39,6 +41,11 @@ _JSON_REASONS = {"too_deep": "event nested too deep", "not_json": "not JSON"}
 _NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?")
 _DATE_ONLY = re.compile(r"[0-9W-]+")  # 2026-11-24, 20261124, 2026-W48: no time of day
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+# What ingest says of a result it cannot use, as the receiver says it of an event's `data`.
+_DATA_REASONS = {
+    "response has no known status": "data.status is not ongoing, succeeded or failed",
+    "succeeded response has no transcript array": "data of a succeeded event has no transcript array",
+}
 
 
 class MalformedEventError(ValueError):
@@ -107,6 +114,14 @@ def _holds_huge_int(value: Any) -> bool:
     return False
 
 
+def _check_usable(data: dict[str, Any]) -> None:
+    """MalformedEventError when ingest would skip `data` (the rule is ingest's own, not a copy of it)."""
+    try:
+        outcome_from_response(data, fetched_at=datetime.now(UTC), api_version=None)
+    except EnvelopeError as exc:
+        raise MalformedEventError(_DATA_REASONS.get(str(exc), f"data: {exc}")) from None
+
+
 def _check_envelope(event: Any) -> dict[str, Any]:
     """The event if ingest would read it; MalformedEventError naming the first thing wrong (never its value)."""
     if not isinstance(event, dict):
@@ -125,6 +140,7 @@ def _check_envelope(event: Any) -> dict[str, Any]:
         raise MalformedEventError("data.id is not a UUID")
     if not isinstance(data.get("status"), str):
         raise MalformedEventError("data.status is not a string")
+    _check_usable(data)
     return event
 
 

@@ -165,10 +165,11 @@ def envelope(data: bytes) -> bytes:
 
 
 def data_with(extra: bytes) -> bytes:
-    """A minimal result object (UUID id, status, patient text) followed by `extra` members."""
+    """A minimal usable result object (UUID id, status, transcript, patient text) followed by `extra` members."""
     return (
-        b'{"id": "' + DATA_ID.encode() + b'", "status": "succeeded", "text": "' + MARK.encode() + b'", ' + extra + b"}"
-    )
+        b'{"id": "' + DATA_ID.encode() + b'", "status": "succeeded", "payload": {"transcript": []}, "text": "'
+        + MARK.encode() + b'", ' + extra + b"}"
+    )  # fmt: skip
 
 
 def post_signed(server: BackgroundServer, body: bytes, *, chunked: bool = False) -> httpx.Response:
@@ -287,6 +288,9 @@ def test_a_valid_surrogate_pair_and_an_escaped_backslash_are_fine(receiver: Back
     assert stored["data"]["t"] == "\U0001f600 and \\ud83d as text"
 
 
+NO_TRANSCRIPT = "data of a succeeded event has no transcript array"
+
+
 def with_data(change: Callable[[dict[str, Any]], object]) -> bytes:
     value = json.loads(event())
     change(value["data"])
@@ -303,6 +307,10 @@ def with_data(change: Callable[[dict[str, Any]], object]) -> bytes:
         (with_data(lambda d: d.update(status=1)), "data.status is not a string"),
         (envelope(b"[]"), "data is not an object"),
         (envelope(b'"' + MARK.encode() + b'"'), "data is not an object"),
+        (with_data(lambda d: d.pop("payload")), NO_TRANSCRIPT),
+        (with_data(lambda d: d.update(payload={"transcript": MARK})), NO_TRANSCRIPT),
+        (envelope(b'{"id": "' + DATA_ID.encode() + b'", "status": "succeeded"}'), NO_TRANSCRIPT),
+        (with_data(lambda d: d.update(status=MARK)), "data.status is not ongoing, succeeded or failed"),
     ],
     ids=[
         "id_not_uuid",
@@ -312,12 +320,30 @@ def with_data(change: Callable[[dict[str, Any]], object]) -> bytes:
         "status_not_string",
         "data_list",
         "data_string",
+        "succeeded_without_payload",
+        "transcript_not_a_list",
+        "the_readme_example_of_issue_18",
+        "unknown_status",
     ],
 )
 def test_an_event_ingest_would_skip_is_400(receiver: BackgroundServer, body: bytes, reason: str) -> None:
     response = post_signed(receiver, body)
     assert (response.status_code, response.json()) == (400, {"code": "malformed_event", "message": reason})
     assert landed(receiver) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"id": DATA_ID, "status": "ongoing"},
+        {"id": DATA_ID, "status": "FAILED"},
+        {"id": DATA_ID, "status": "failed", "payload": {"code": 422}},
+        {"id": DATA_ID, "status": "SUCCEEDED", "payload": {"transcript": []}},
+    ],
+    ids=["ongoing", "failed_dialect_b_no_payload", "failed", "succeeded_dialect_b_empty_transcript"],
+)
+def test_an_event_ingest_can_use_lands(receiver: BackgroundServer, data: dict[str, Any]) -> None:
+    assert post_signed(receiver, envelope(json.dumps(data).encode())).json() == {"status": "landed"}
 
 
 def test_an_upper_case_uuid_is_accepted(receiver: BackgroundServer) -> None:
