@@ -50,6 +50,9 @@ def prefect_api_url() -> str:
     return str(url)
 
 
+# A free port on loopback: the dashboard shows task names and worker logs to anyone who reaches it.
+LOCAL_DASHBOARD_ADDRESS = "127.0.0.1:0"
+
 # Credentials a worker reads from its environment (flows.secrets): a LocalCluster's workers get the
 # flow process's, never through task arguments (those are stored with the task runs).
 CREDENTIAL_PREFIXES = ("TALKTIME_", "AWS_")
@@ -62,7 +65,9 @@ def local_cluster_options(api_url: str) -> dict[str, Any]:
         "n_workers": os.cpu_count() or 1,
         "threads_per_worker": 1,
         "processes": True,
-        "dashboard_address": ":0",  # None would still bind 8787
+        # Dask's dashboard has no authentication: on this machine only (":0" listened on every interface,
+        # and None would still bind 8787, the port the webhook example once used)
+        "dashboard_address": LOCAL_DASHBOARD_ADDRESS,
         "env": {**credentials, "PREFECT_API_URL": api_url, **WORKER_ENVIRONMENT},
     }
 
@@ -111,7 +116,8 @@ def batch_runner(settings: RunSettings | IngestSettings, task: Any, log: Any) ->
         raise ConfigurationError(f"cannot reach the Dask scheduler {settings.dask_address}: {exc}") from None
     try:
         workers = check_workers(runner.client, api_url)
-        where = settings.dask_address or "a LocalCluster"
+        local = f"a LocalCluster (dashboard on this machine only: {runner.client.dashboard_link})"
+        where = settings.dask_address or local
         log.info("batch tasks run on %d Dask workers of %s, reporting to %s", workers, where, api_url)
         yield lambda spec: runner.submit(task, {"settings": settings, "spec": spec})
         runner.client.run(_close_fetchers)  # a long-lived cluster keeps no connection of this run

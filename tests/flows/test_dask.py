@@ -213,3 +213,37 @@ def test_an_ingest_on_dask_killed_at_random_moments_then_resumed_equals_a_clean_
     assert main(dask) == 0
     assert nothing_pending(out)
     assert_same(snapshot(out), snapshot(tmp_path / "clean"))
+
+
+def non_loopback_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None without one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def test_the_local_clusters_dashboard_listens_on_loopback_only() -> None:
+    """`--task-runner dask` without an address served Dask's unauthenticated dashboard on every interface."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from distributed import LocalCluster
+
+    from flows.scaleout import local_cluster_options
+
+    with LocalCluster(**(local_cluster_options("http://127.0.0.1:9/api") | {"n_workers": 1})) as local:
+        bound = [sock.getsockname()[0] for sock in local.scheduler.http_server._sockets.values()]
+        port = urlsplit(local.dashboard_link).port
+        assert bound and all(host == "127.0.0.1" for host in bound), bound
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # reachable from this machine
+        outside = non_loopback_address()
+        if outside is not None:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((outside, port), timeout=5).close()
