@@ -44,12 +44,14 @@ def readme_block() -> list[str]:
 @pytest.fixture
 def readme_receiver(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str]]]:
     """The README's lines, on a free port and in tmp_path, with its receiver started by its own line."""
-    port = free_port()
+    port, block = free_port(), readme_block()
+    found = re.search(r"--port (\d+)", block[1])
+    assert found, block[1]
     lines = [
-        re.sub(r"\b8787\b", str(port), line)
+        re.sub(rf"\b{found.group(1)}\b", str(port), line)
         .replace("/tmp/landing", str(tmp_path / "landing"))
         .replace("/tmp/talktime-webhook-out", str(tmp_path / "out"))
-        for line in readme_block()
+        for line in block
     ]
     export, serve = lines[0], lines[1]
     assert export.startswith("export TALKTIME_WEBHOOK_SECRET=") and serve.endswith(" &"), lines
