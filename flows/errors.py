@@ -3,6 +3,8 @@
     PipelineError
     ├── ConfigurationError          bad options or inputs the run cannot start with
     ├── StorageError                an output location that cannot be written
+    ├── WorkerLostError             the Dask workers running a batch died (killed, out of memory) or
+    │                               the cluster dropped it: committed batches are kept, rerun
     └── ApiError
         ├── TransientApiError       429, 5xx, timeouts, resets, the request deadline: retried
         │   └── MalformedResponseError  a 200 whose body cannot be read: retried, but a sign of
@@ -45,6 +47,10 @@ class ConfigurationError(PipelineError):
 
 class StorageError(PipelineError):
     """The output location cannot be written or read consistently."""
+
+
+class WorkerLostError(PipelineError):
+    """A batch could not run on the Dask cluster: its workers died, or the cluster cancelled it."""
 
 
 class ApiError(PipelineError):

@@ -256,6 +256,16 @@ def failure(summary: RunSummary, max_error_share: float) -> str | None:
     return None
 
 
+def ingest_failure(summary: RunSummary) -> str | None:
+    """Why an ingest counts as failed, else None: it skipped every record it read, so it wrote nothing."""
+    if summary.skipped and not summary.ids and not summary.already_final:
+        return (
+            f"every one of the {len(summary.skipped)} input records was skipped (unreadable, or not a result "
+            "ingest can use: see the log for file:line and why), so nothing was written"
+        )
+    return None
+
+
 def ingest(settings: IngestSettings, submit: Submit, log: Any, watch: Watcher | None = None) -> RunSummary:
     """The body of `talktime ingest`: read the inputs slice by slice, in batches in flight."""
     slices = list(plan_slices(settings.inputs, settings.batch_size))  # byte ranges only: nothing decoded
@@ -270,6 +280,7 @@ def ingest(settings: IngestSettings, submit: Submit, log: Any, watch: Watcher | 
             for n, chunk in enumerate(slices, start=1)
         )
         run_batches(specs, submit, lambda staged: run.commit(staged, summary), in_flight=settings.in_flight)
+        summary.failure = ingest_failure(summary)
     finally:
         run.close(tidy=sys.exc_info()[0] is None)
         summary.finish()

@@ -8,7 +8,9 @@ byte ranges, and the path of the run's ledger snapshot), it stages its files in 
 itself (a shared disk or S3), and it returns a small manifest; the flow commits the manifests in
 order as the single writer, so every exactly-once guarantee holds whatever runs the batches. A
 worker lost mid-batch is replaced by Dask running the batch again elsewhere: staging is idempotent
-(the same batch id, the same files) and nothing is committed before the flow has the manifest.
+(the same batch id, the same files) and nothing is committed before the flow has the manifest. A
+batch whose workers keep dying ends the run with a WorkerLostError (exit 2, one line): what was
+committed stays, and a rerun finishes.
 
 Dask workers report their task runs to Prefect. Without a Prefect server in common (PREFECT_API_URL),
 each worker process would start a temporary server of its own (a 12-task flow took 60 s instead of
@@ -23,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from flows.batch import BatchSpec
-from flows.errors import ConfigurationError
+from flows.errors import ConfigurationError, WorkerLostError
 from flows.settings import IngestSettings, RunSettings
 
 Submit = Callable[[BatchSpec], Any]  # a batch's spec -> a future whose .result() is its StagedBatch
@@ -50,6 +52,9 @@ def prefect_api_url() -> str:
     return str(url)
 
 
+# A free port on loopback: the dashboard shows task names and worker logs to anyone who reaches it.
+LOCAL_DASHBOARD_ADDRESS = "127.0.0.1:0"
+
 # Credentials a worker reads from its environment (flows.secrets): a LocalCluster's workers get the
 # flow process's, never through task arguments (those are stored with the task runs).
 CREDENTIAL_PREFIXES = ("TALKTIME_", "AWS_")
@@ -62,7 +67,9 @@ def local_cluster_options(api_url: str) -> dict[str, Any]:
         "n_workers": os.cpu_count() or 1,
         "threads_per_worker": 1,
         "processes": True,
-        "dashboard_address": ":0",  # None would still bind 8787
+        # Dask's dashboard has no authentication: on this machine only (":0" listened on every interface,
+        # and None would still bind 8787, the port the webhook example once used)
+        "dashboard_address": LOCAL_DASHBOARD_ADDRESS,
         "env": {**credentials, "PREFECT_API_URL": api_url, **WORKER_ENVIRONMENT},
     }
 
@@ -83,6 +90,38 @@ def check_workers(client: Any, api_url: str) -> int:
             "start them with it in their environment, or each reports to a temporary server of its own"
         )
     return len(urls)
+
+
+_WORKERS_DIED = "check the workers' memory and logs; committed batches are kept, rerun to finish"
+
+
+class BatchFuture:
+    """A batch's Dask future whose `result()` turns a lost worker into one WorkerLostError line.
+
+    Dask gives up on a task whose workers died `allowed-failures` + 1 times (KilledWorker), and cancels
+    the tasks of a client that lost its scheduler; both are operational events, not bugs, and their own
+    messages name Dask internals (and are withheld as unexpected errors otherwise).
+    """
+
+    def __init__(self, future: Any, name: str) -> None:
+        self._future = future
+        self._name = name
+
+    def result(self) -> Any:
+        from distributed.client import FutureCancelledError
+        from distributed.comm.core import CommClosedError
+        from distributed.scheduler import KilledWorker
+
+        try:
+            return self._future.result()
+        except KilledWorker as exc:
+            tries = exc.allowed_failures + 1
+            times = "once" if tries == 1 else f"{tries} times"
+            error = WorkerLostError(f"a Dask worker died {times} running batch {self._name}: {_WORKERS_DIED}")
+        except (FutureCancelledError, CommClosedError):
+            dropped = f"the Dask cluster dropped batch {self._name} (lost its scheduler?)"
+            error = WorkerLostError(f"{dropped}: {_WORKERS_DIED}")
+        raise error  # outside the except block: the Dask error is not chained to it
 
 
 def _close_fetchers() -> None:
@@ -111,9 +150,10 @@ def batch_runner(settings: RunSettings | IngestSettings, task: Any, log: Any) ->
         raise ConfigurationError(f"cannot reach the Dask scheduler {settings.dask_address}: {exc}") from None
     try:
         workers = check_workers(runner.client, api_url)
-        where = settings.dask_address or "a LocalCluster"
+        local = f"a LocalCluster (dashboard on this machine only: {runner.client.dashboard_link})"
+        where = settings.dask_address or local
         log.info("batch tasks run on %d Dask workers of %s, reporting to %s", workers, where, api_url)
-        yield lambda spec: runner.submit(task, {"settings": settings, "spec": spec})
+        yield lambda spec: BatchFuture(runner.submit(task, {"settings": settings, "spec": spec}), spec.name)
         runner.client.run(_close_fetchers)  # a long-lived cluster keeps no connection of this run
     finally:
         runner.__exit__(None, None, None)

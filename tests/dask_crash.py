@@ -42,3 +42,27 @@ class KillOnce(WorkerPlugin):
 
         write_parquet.__wrapped__ = original  # type: ignore[attr-defined]
         Store.write_parquet = write_parquet  # type: ignore[method-assign]
+
+
+class KillEveryTime(WorkerPlugin):
+    """SIGKILLs every worker process (restarted ones too) at its `at_write`-th staging write: a batch that
+    reaches it never finishes anywhere, as with a worker that always runs out of memory on it."""
+
+    def __init__(self, at_write: int) -> None:
+        self.at_write = at_write
+
+    def setup(self, worker: Any) -> None:
+        from flows.storage.store import Store
+
+        original = getattr(Store.write_parquet, "__wrapped__", Store.write_parquet)
+        at_write, writes, lock = self.at_write, [0], threading.Lock()
+
+        def write_parquet(store: Store, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                writes[0] += 1
+                if writes[0] == at_write:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return original(store, *args, **kwargs)
+
+        write_parquet.__wrapped__ = original  # type: ignore[attr-defined]
+        Store.write_parquet = write_parquet  # type: ignore[method-assign]

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # imported where used: `talktime --version` and `--help` impo
     from flows.emulator.app import Faults
     from flows.emulator.oauth import OAuthServer
     from flows.storage.verify import Check
+    from flows.webhook.receiver import ReceiverLimits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
@@ -377,6 +378,23 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument(
         "--max-body-mb", type=float, metavar="MB", help="refuse event bodies over this many MiB with 413 (default 16)"
     )
+    hook.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="close a connection whose request headers, or whose body, take longer than S seconds (408)",
+    )
+    hook.add_argument(
+        "--max-concurrent-bodies",
+        type=int,
+        default=8,
+        metavar="N",
+        help="read at most N request bodies at once (at most N x --max-body-mb held); more wait 1 s, then 503",
+    )
+    hook.add_argument(
+        "--max-connections", type=int, default=256, metavar="N", help="answer 503 and close connections beyond N"
+    )
 
     demo = add("demo", "run the whole pipeline on the bundled sample via the emulator", (job,))
     demo.add_argument("--out", default="data/output", help="output directory (its tables are rewritten)")
@@ -702,19 +720,38 @@ def _check_dict(found: Check) -> dict[str, object]:
 def cmd_webhook(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from flows.errors import ConfigurationError
-    from flows.webhook.receiver import DEFAULT_MAX_EVENT_BYTES, WebhookApp
+    from flows.webhook.receiver import WebhookApp
+    from flows.webhook.server import uvicorn_options
 
     secret = os.environ.get(args.secret_env)
     if not secret:
         raise ConfigurationError(f"the webhook secret variable {args.secret_env} is not set")
+    limits = webhook_limits(args)
+    app = WebhookApp(Path(args.landing), secret, limits=limits)
+    print(f"talktime webhook: landing events in {args.landing} from http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(limits))
+    return 0
+
+
+def webhook_limits(args: argparse.Namespace) -> ReceiverLimits:
+    """The receiver's limits from `talktime webhook`'s options; ConfigurationError naming a bad one."""
+    from flows.webhook.receiver import DEFAULT_MAX_EVENT_BYTES, ReceiverLimits
+
     max_body = DEFAULT_MAX_EVENT_BYTES if args.max_body_mb is None else args.max_body_mb * 1024 * 1024
     if not 1 <= max_body < 2**53:  # also refuses nan and inf
         raise ConfigurationError("--max-body-mb must be a positive number of MiB")
-    app = WebhookApp(Path(args.landing), secret, max_body_bytes=int(max_body))
-    print(f"talktime webhook: landing events in {args.landing} from http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="off")
-    return 0
+    if not 0 < args.read_timeout < 86400:  # also refuses nan and inf
+        raise ConfigurationError("--read-timeout must be a positive number of seconds (at most a day)")
+    for option, value in (("--max-concurrent-bodies", args.max_concurrent_bodies),
+                          ("--max-connections", args.max_connections)):  # fmt: skip
+        if value < 1:
+            raise ConfigurationError(f"{option} must be at least 1")
+    return ReceiverLimits(
+        max_body_bytes=int(max_body),
+        read_timeout_s=args.read_timeout,
+        max_concurrent_bodies=args.max_concurrent_bodies,
+        max_connections=args.max_connections,
+    )
 
 
 def cmd_dictionary(args: argparse.Namespace) -> int:

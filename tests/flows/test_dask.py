@@ -214,3 +214,78 @@ def test_an_ingest_on_dask_killed_at_random_moments_then_resumed_equals_a_clean_
     assert main(dask) == 0
     assert nothing_pending(out)
     assert_same(snapshot(out), snapshot(tmp_path / "clean"))
+
+
+def non_loopback_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None without one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def test_the_local_clusters_dashboard_listens_on_loopback_only() -> None:
+    """`--task-runner dask` without an address served Dask's unauthenticated dashboard on every interface."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from distributed import LocalCluster
+
+    from flows.scaleout import local_cluster_options
+
+    with LocalCluster(**(local_cluster_options("http://127.0.0.1:9/api") | {"n_workers": 1})) as local:
+        bound = [sock.getsockname()[0] for sock in local.scheduler.http_server._sockets.values()]
+        port = urlsplit(local.dashboard_link).port
+        assert bound and all(host == "127.0.0.1" for host in bound), bound
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # reachable from this machine
+        outside = non_loopback_address()
+        if outside is not None:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((outside, port), timeout=5).close()
+
+
+def test_a_batch_whose_worker_keeps_dying_ends_the_run_with_one_line_and_exit_2(
+    prefect_server: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lost worker is an operational event: exit 2 and one line, not exit 3 and "KilledWorker ... message
+    withheld". What was committed stays, and a rerun finishes."""
+    import dask
+    from distributed import Client, LocalCluster
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.scaleout import WORKER_ENVIRONMENT
+    from tests.dask_crash import KillEveryTime
+
+    data = tmp_path / "in.ndjson"
+    data.write_text("".join(json.dumps(r) + "\n" for r in synthetic_responses(100, seed=3).values()))
+    args = ["ingest", "--input", str(data), "--batch-size", "25", "-q"]
+    assert main([*args, "--out", str(tmp_path / "clean")]) == 0
+    env = {"PREFECT_API_URL": str(PREFECT_API_URL.value()), **WORKER_ENVIRONMENT}
+    out = tmp_path / "out"
+    # one worker, and Dask gives a task up after its first dead worker (the default allows 3 more)
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", env=env
+        ) as local,
+        Client(local.scheduler_address) as client,
+    ):
+        client.register_plugin(KillEveryTime(at_write=9), name="kill-every-time")  # batch 3's first file
+        capsys.readouterr()
+        code = main([*args, "--out", str(out), "--dask-address", local.scheduler_address])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        "talktime: error: a Dask worker died once running batch read-3-of-4: check the workers' memory and logs; "
+        "committed batches are kept, rerun to finish"
+    )
+    assert "KilledWorker" not in err and "withheld" not in err
+    assert committed(out) == 50  # batches 1 and 2
+    assert main([*args, "--out", str(out)]) == 0
+    assert_same_tables(tmp_path / "clean", out)

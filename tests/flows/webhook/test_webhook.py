@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from threading import Thread
 from typing import Any
 
 import httpx
@@ -24,7 +25,9 @@ from flows.errors import ConfigurationError
 from flows.inputs import plan_slices, read_slice
 from flows.webhook import receiver as receiver_module
 from flows.webhook.asgi import Message, Scope
-from flows.webhook.receiver import DEFAULT_MAX_EVENT_BYTES, WebhookApp, sign, signature_is_valid
+from flows.webhook.events import sign, signature_is_valid
+from flows.webhook.receiver import DEFAULT_MAX_EVENT_BYTES, ReceiverLimits, WebhookApp
+from flows.webhook.server import uvicorn_options
 from tests.conftest import PRIMOCK
 
 SECRET = "whsec-test-secret"
@@ -42,9 +45,21 @@ def event(n: int = 1) -> bytes:
     ).encode()
 
 
+class WebhookServer(BackgroundServer):
+    """The receiver as `talktime webhook` serves it (its uvicorn options), on a free loopback port."""
+
+    app: WebhookApp
+
+    def __init__(self, app: WebhookApp) -> None:
+        super().__init__(app)
+        config = uvicorn.Config(app, host=self.host, port=0, timeout_graceful_shutdown=1, **uvicorn_options(app.limits))
+        self._server = uvicorn.Server(config)
+        self._thread = Thread(target=self._server.run, name="talktime-webhook", daemon=True)
+
+
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[BackgroundServer]:
-    with BackgroundServer(WebhookApp(tmp_path / "landing", SECRET, clock=lambda: NOW)) as server:
+    with WebhookServer(WebhookApp(tmp_path / "landing", SECRET, clock=lambda: NOW)) as server:
         yield server
 
 
@@ -83,9 +98,19 @@ def test_one_of_several_signatures_is_enough(receiver: BackgroundServer) -> None
         ((NOW - timedelta(minutes=6)).isoformat(), lambda ts, b: sign(SECRET, ts, b), "stale_timestamp"),
         ((NOW + timedelta(minutes=6)).isoformat(), lambda ts, b: sign(SECRET, ts, b), "future_timestamp"),
         ("yesterday", lambda ts, b: sign(SECRET, ts, b), "bad_timestamp"),
-        ("1764000000", lambda ts, b: sign("wrong-secret", ts, b), "invalid_signature"),
+        ("1764000000", lambda ts, b: sign("wrong-secret", ts, b), "bad_timestamp"),
+        (NOW.isoformat(), lambda ts, b: sign(SECRET, ts, b).upper(), "invalid_signature"),
     ],
-    ids=["wrong_secret", "missing", "body_changed", "stale", "future", "not_a_time", "signature_checked_first"],
+    ids=[
+        "wrong_secret",
+        "missing",
+        "body_changed",
+        "stale",
+        "future",
+        "not_a_time",
+        "timestamp_checked_before_the_body",
+        "not_lower_case_hex",
+    ],
 )
 def test_refused_with_401(
     receiver: BackgroundServer, timestamp: str, signature_of: Callable[[str, bytes], str], code: str
@@ -140,10 +165,11 @@ def envelope(data: bytes) -> bytes:
 
 
 def data_with(extra: bytes) -> bytes:
-    """A minimal result object (UUID id, status, patient text) followed by `extra` members."""
+    """A minimal usable result object (UUID id, status, transcript, patient text) followed by `extra` members."""
     return (
-        b'{"id": "' + DATA_ID.encode() + b'", "status": "succeeded", "text": "' + MARK.encode() + b'", ' + extra + b"}"
-    )
+        b'{"id": "' + DATA_ID.encode() + b'", "status": "succeeded", "payload": {"transcript": []}, "text": "'
+        + MARK.encode() + b'", ' + extra + b"}"
+    )  # fmt: skip
 
 
 def post_signed(server: BackgroundServer, body: bytes, *, chunked: bool = False) -> httpx.Response:
@@ -182,6 +208,11 @@ class Chunks:
         return {"type": "http.request", "body": b"x" * self.size, "more_body": self.pulled < self.count}
 
 
+def fresh_headers(**more: str) -> dict[str, str]:
+    """Well-formed, fresh signature headers (the signature cannot match a body that is not read)."""
+    return {"x-nabla-webhook-timestamp": NOW.isoformat(), "x-nabla-webhook-signature": "0" * 64, **more}
+
+
 def call_app(app: WebhookApp, headers: dict[str, str], receive: Chunks) -> tuple[int, dict[str, Any]]:
     """Run one request through the ASGI app directly; the status and the JSON answer."""
     sent: list[Message] = []
@@ -196,16 +227,16 @@ def call_app(app: WebhookApp, headers: dict[str, str], receive: Chunks) -> tuple
 
 
 def test_a_declared_length_over_the_cap_is_413_before_reading(tmp_path: Path) -> None:
-    app = WebhookApp(tmp_path, SECRET, clock=lambda: NOW, max_body_bytes=1000)
+    app = WebhookApp(tmp_path, SECRET, clock=lambda: NOW, limits=ReceiverLimits(max_body_bytes=1000))
     receive = Chunks(count=5, size=400)
-    status, answer = call_app(app, {"content-length": "2000"}, receive)
+    status, answer = call_app(app, fresh_headers(**{"content-length": "2000"}), receive)
     assert (status, answer["code"], receive.pulled) == (413, "body_too_large", 0)
 
 
 def test_a_chunked_body_over_the_cap_is_413_after_at_most_cap_plus_one_chunk(tmp_path: Path) -> None:
-    app = WebhookApp(tmp_path, SECRET, clock=lambda: NOW, max_body_bytes=1000)
+    app = WebhookApp(tmp_path, SECRET, clock=lambda: NOW, limits=ReceiverLimits(max_body_bytes=1000))
     receive = Chunks(count=20, size=300)
-    status, answer = call_app(app, {"transfer-encoding": "chunked"}, receive)
+    status, answer = call_app(app, fresh_headers(**{"transfer-encoding": "chunked"}), receive)
     assert (status, answer["code"]) == (413, "body_too_large")
     assert receive.pulled * receive.size <= 1000 + receive.size
 
@@ -214,8 +245,8 @@ def test_a_chunked_body_over_the_cap_is_413_after_at_most_cap_plus_one_chunk(tmp
 @pytest.mark.parametrize(("slack", "status"), [(0, 200), (-1, 413)], ids=["at_the_cap", "one_byte_over"])
 def test_the_cap_over_loopback(tmp_path: Path, chunked: bool, slack: int, status: int) -> None:
     body = event()
-    app = WebhookApp(tmp_path / "landing", SECRET, clock=lambda: NOW, max_body_bytes=len(body) + slack)
-    with BackgroundServer(app) as server:
+    limits = ReceiverLimits(max_body_bytes=len(body) + slack)
+    with WebhookServer(WebhookApp(tmp_path / "landing", SECRET, clock=lambda: NOW, limits=limits)) as server:
         assert post_signed(server, body, chunked=chunked).status_code == status
         assert len(landed(server)) == (1 if status == 200 else 0)
 
@@ -257,6 +288,9 @@ def test_a_valid_surrogate_pair_and_an_escaped_backslash_are_fine(receiver: Back
     assert stored["data"]["t"] == "\U0001f600 and \\ud83d as text"
 
 
+NO_TRANSCRIPT = "data of a succeeded event has no transcript array"
+
+
 def with_data(change: Callable[[dict[str, Any]], object]) -> bytes:
     value = json.loads(event())
     change(value["data"])
@@ -273,6 +307,10 @@ def with_data(change: Callable[[dict[str, Any]], object]) -> bytes:
         (with_data(lambda d: d.update(status=1)), "data.status is not a string"),
         (envelope(b"[]"), "data is not an object"),
         (envelope(b'"' + MARK.encode() + b'"'), "data is not an object"),
+        (with_data(lambda d: d.pop("payload")), NO_TRANSCRIPT),
+        (with_data(lambda d: d.update(payload={"transcript": MARK})), NO_TRANSCRIPT),
+        (envelope(b'{"id": "' + DATA_ID.encode() + b'", "status": "succeeded"}'), NO_TRANSCRIPT),
+        (with_data(lambda d: d.update(status=MARK)), "data.status is not ongoing, succeeded or failed"),
     ],
     ids=[
         "id_not_uuid",
@@ -282,12 +320,30 @@ def with_data(change: Callable[[dict[str, Any]], object]) -> bytes:
         "status_not_string",
         "data_list",
         "data_string",
+        "succeeded_without_payload",
+        "transcript_not_a_list",
+        "the_readme_example_of_issue_18",
+        "unknown_status",
     ],
 )
 def test_an_event_ingest_would_skip_is_400(receiver: BackgroundServer, body: bytes, reason: str) -> None:
     response = post_signed(receiver, body)
     assert (response.status_code, response.json()) == (400, {"code": "malformed_event", "message": reason})
     assert landed(receiver) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"id": DATA_ID, "status": "ongoing"},
+        {"id": DATA_ID, "status": "FAILED"},
+        {"id": DATA_ID, "status": "failed", "payload": {"code": 422}},
+        {"id": DATA_ID, "status": "SUCCEEDED", "payload": {"transcript": []}},
+    ],
+    ids=["ongoing", "failed_dialect_b_no_payload", "failed", "succeeded_dialect_b_empty_transcript"],
+)
+def test_an_event_ingest_can_use_lands(receiver: BackgroundServer, data: dict[str, Any]) -> None:
+    assert post_signed(receiver, envelope(json.dumps(data).encode())).json() == {"status": "landed"}
 
 
 def test_an_upper_case_uuid_is_accepted(receiver: BackgroundServer) -> None:
@@ -512,8 +568,8 @@ def test_each_request_logs_one_access_line_without_body_secret_or_signature(
 
 def test_a_refused_body_too_large_is_logged_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=ACCESS)
-    app = WebhookApp(tmp_path, SECRET, clock=lambda: NOW, max_body_bytes=1000)
-    call_app(app, {"content-length": "2000"}, Chunks(count=5, size=400))
+    app = WebhookApp(tmp_path, SECRET, clock=lambda: NOW, limits=ReceiverLimits(max_body_bytes=1000))
+    call_app(app, fresh_headers(**{"content-length": "2000"}), Chunks(count=5, size=400))
     [line] = access_lines(caplog)
     assert line.startswith("POST /webhooks/nabla 413 body_too_large ") and line.endswith(" client=-")
 
