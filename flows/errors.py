@@ -2,7 +2,12 @@
 
     PipelineError
     ├── ConfigurationError          bad options or inputs the run cannot start with
-    ├── StorageError                an output location that cannot be written
+    ├── StorageError                an output location that cannot be written or read: permanent
+    │   │                           (a missing bucket, no permission, a full disk, a file of a
+    │   │                           newer talktime): never retried
+    │   ├── TransientStorageError   an I/O failure that may pass (a timeout, a reset connection, a
+    │   │                           throttled or unavailable object store): a commit is retried
+    │   └── LeaseError              the one-writer lease (flows.storage.lease): held or lost
     ├── WorkerLostError             the Dask workers running a batch died (killed, out of memory) or
     │                               the cluster dropped it: committed batches are kept, rerun
     └── ApiError
@@ -46,7 +51,11 @@ class ConfigurationError(PipelineError):
 
 
 class StorageError(PipelineError):
-    """The output location cannot be written or read consistently."""
+    """The output location cannot be written or read consistently; retrying cannot help."""
+
+
+class TransientStorageError(StorageError):
+    """An I/O failure of the output location that may pass: worth retrying a commit for."""
 
 
 class WorkerLostError(PipelineError):

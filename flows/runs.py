@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
-from tenacity import Retrying, retry_if_exception_type, retry_if_not_exception_type, stop_after_attempt, wait_fixed
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from flows.api.budget import open_budget
 from flows.api.service import close_fetchers, fetcher_for
 from flows.batch import BatchSpec, StagedBatch, stage_outcomes
-from flows.errors import ConfigurationError, StorageError
+from flows.errors import ConfigurationError, TransientStorageError
 from flows.inflight import Future, Repolls, run_batches
 from flows.inputs import plan_slices, read_ids, segments_bytes
 from flows.outcomes import unique_ids
@@ -31,7 +31,6 @@ from flows.settings import IngestSettings, RunSettings
 from flows.storage.commit import new_batch_id
 from flows.storage.compact import compact_written
 from flows.storage.dataset import Dataset
-from flows.storage.lease import LeaseError
 from flows.storage.ledger import NEVER_SENT, plan_run
 from flows.summary import RunSummary
 
@@ -77,7 +76,7 @@ class Run:
     def commit(self, staged: StagedBatch, summary: RunSummary) -> None:
         """Commit one staged batch (the single writer; a storage error is retried) and account for it."""
         retrying = Retrying(
-            retry=retry_if_exception_type(StorageError) & retry_if_not_exception_type(LeaseError),
+            retry=retry_if_exception_type(TransientStorageError),
             stop=stop_after_attempt(COMMIT_ATTEMPTS),
             wait=wait_fixed(COMMIT_RETRY_WAIT_S),
             reraise=True,

@@ -38,7 +38,6 @@ object storage), so a reader never sees a half-written file.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -129,11 +128,8 @@ def stage_tables(store: Store, batch_id: str, frames: dict[str, pl.DataFrame]) -
     arrow = {table: to_arrow(table, frame) for table, frame in frames.items()}  # schema check before any write
     if not any(data.num_rows for data in arrow.values()):
         return {}
-    try:
-        for table, data in arrow.items():
-            store.write_parquet(f"{staging_dir(batch_id)}/{table}.parquet", data, **PARQUET_OPTIONS)
-    except OSError as exc:
-        raise StorageError(f"cannot write to {store.url}: {exc}") from exc
+    for table, data in arrow.items():  # Store turns I/O errors into StorageError
+        store.write_parquet(f"{staging_dir(batch_id)}/{table}.parquet", data, **PARQUET_OPTIONS)
     return {table: data.num_rows for table, data in arrow.items()}
 
 
@@ -159,7 +155,7 @@ class Transaction:
 
     def stage(self, name: str, table: pa.Table, destination: str, **options: object) -> None:
         """Write `table` into staging now; it moves to `destination` when the commit is applied."""
-        self._guard(lambda: self.store.write_parquet(f"{self.staging}/{name}", table, **options))
+        self.store.write_parquet(f"{self.staging}/{name}", table, **options)
         self.adopt(f"{self.staging}/{name}", destination)
 
     def adopt(self, staged: str, destination: str) -> None:
@@ -200,14 +196,8 @@ class Transaction:
     def commit(self) -> None:
         """Write the commit record (the commit point), then apply it."""
         record = self.record
-        self._guard(lambda: self.store.write_bytes(commit_path(record.batch_id), record.to_json()))
+        self.store.write_bytes(commit_path(record.batch_id), record.to_json())
         apply_commit(self.store, record)
-
-    def _guard(self, write: Callable[[], None]) -> None:
-        try:
-            write()
-        except OSError as exc:
-            raise StorageError(f"cannot write to {self.store.url}: {exc}") from exc
 
 
 def apply_commit(store: Store, record: CommitRecord) -> None:

@@ -16,28 +16,77 @@ runs under an exclusive `flock` of a sibling lock file (see `flows.storage.lease
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import io
 import os
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from flows.errors import StorageError
+from flows.errors import StorageError, TransientStorageError
 
 if TYPE_CHECKING:
     from flows.storage.s3 import S3Conditional
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+TRANSIENT_ERRNOS = frozenset(
+    {errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
+     errno.EPIPE, errno.EIO, errno.EBUSY}
+)  # fmt: skip
+# What pyarrow's S3 client says when a request may pass on retry (it raises OSError without an errno).
+_TRANSIENT_TEXT = re.compile(
+    r"timed? ?out|timeout|connection|reset|throttl|slow[ _]?down|reduce your request rate|"
+    r"service unavailable|internal ?error|temporar|network|curl|\b50[0234]\b|request limit",
+    re.IGNORECASE,
+)
+
+
+def storage_error(exc: OSError, action: str, location: str) -> StorageError:
+    """An I/O error of the output location as talktime's: transient (retried) or permanent (not), as
+    delta-rs's `retry_ext.rs` retries only what may pass. Its message names the action, the file and
+    the cause, never credentials (locations are shown without them)."""
+    reason = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    transient = exc.errno in TRANSIENT_ERRNOS or (exc.errno is None and bool(_TRANSIENT_TEXT.search(str(exc))))
+    kind = TransientStorageError if transient else StorageError
+    return kind(f"cannot {action} {location}: {reason}")
+
+
+def _io(action: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Translate a Store method's I/O errors (FileNotFoundError aside: a signal, not a failure)."""
+
+    def wrap(method: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(method)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return method(*args, **kwargs)
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                store: Any = args[0]
+                what = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+                error = storage_error(exc, action, f"{store.location}/{what}".rstrip("/"))
+            raise error
+
+        return call
+
+    return wrap
+
+
 class Store:
-    """Files under one root (a local directory or a bucket prefix)."""
+    """Files under one root (a local directory or a bucket prefix). The one place where the output
+    location's I/O errors become talktime's (`storage_error`): the methods raise StorageError or
+    TransientStorageError, or FileNotFoundError where a file is missing."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -62,6 +111,7 @@ class Store:
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
 
+    @_io("write")
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write a whole file; readers see the old file, nothing, or all of the new one."""
         target = self.path(relative)
@@ -72,12 +122,14 @@ class Store:
         _written_aside(Path(target), data).replace(target)
         fsync_directory(Path(target).parent)
 
+    @_io("write")
     def write_parquet(self, relative: str, table: pa.Table, **options: object) -> None:
         """Write an Arrow table as one Parquet file (see write_bytes)."""
         buffer = io.BytesIO()
         pq.write_table(table, buffer, **options)
         self.write_bytes(relative, buffer.getvalue())
 
+    @_io("write")
     def put_file(self, local: str, relative: str) -> None:
         """Place a local file at `relative` whole: a rename on the same disk, else one upload."""
         target = self.path(relative)
@@ -86,10 +138,12 @@ class Store:
             return
         pafs.copy_files(local, target, destination_filesystem=self.fs)
 
+    @_io("read")
     def read_bytes(self, relative: str) -> bytes:
         with self.fs.open_input_stream(self.path(relative)) as handle:
             return bytes(handle.read())
 
+    @_io("read")
     def read_parquet(
         self, relative: str, columns: list[str] | None = None, filters: list[tuple[str, str, Any]] | None = None
     ) -> pa.Table:
@@ -102,6 +156,7 @@ class Store:
             wanted = names if columns is None else [c for c in columns if c in names]
             return pq.read_table(handle, columns=wanted, filters=filters)
 
+    @_io("read")
     def exists(self, relative: str) -> bool:
         return bool(self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound)
 
@@ -113,6 +168,7 @@ class Store:
             self.fs.copy_file(self.path(src), self.path(dst))
             self.fs.delete_file(self.path(src))
 
+    @_io("write")
     def place(self, src: str, dst: str) -> None:
         """Put `src`'s content at `dst` in one step: a rename on disk, a server-side copy on an object
         store (there the source stays until its staging folder is dropped: deleting it is one more
@@ -122,11 +178,13 @@ class Store:
         else:
             self.fs.copy_file(self.path(src), self.path(dst))
 
+    @_io("delete")
     def delete(self, relative: str) -> None:
         """Delete a file if it exists."""
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path(relative))
 
+    @_io("delete")
     def delete_many(self, relatives: list[str]) -> None:
         """Delete these files (those that exist) back to back: on S3, one request per 1,000."""
         if relatives and self.fs.type_name == "s3":
@@ -136,11 +194,13 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.delete_file(self.path(relative))
 
+    @_io("delete")
     def delete_dir(self, relative: str) -> None:
         """Delete a folder and everything below it, if it exists."""
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_dir(self.path(relative))
 
+    @_io("list")
     def list(self, relative: str, suffix: str = "") -> list[str]:
         """Paths (relative to the root) of the files below `relative`, sorted."""
         selector = pafs.FileSelector(self.path(relative), recursive=True, allow_not_found=True)

@@ -11,7 +11,7 @@ import pytest
 
 import flows.runs
 from flows.batch import stage_outcomes
-from flows.errors import StorageError
+from flows.errors import StorageError, TransientStorageError
 from flows.outcomes import Outcome
 from flows.runs import Run
 from flows.summary import RunSummary
@@ -23,8 +23,13 @@ def staged_batch(run: Run, out: Path) -> Any:
     return stage_outcomes(str(out), run.spec(), [outcome])
 
 
-@pytest.mark.parametrize(("error", "commits"), [(StorageError("disk full"), 1), (ValueError("a bug"), 0)])
-def test_a_commit_is_retried_after_a_storage_error_only(
+@pytest.mark.parametrize(
+    ("error", "commits"),
+    [(TransientStorageError("connection reset"), 1), (StorageError("written by a newer talktime"), 0),
+     (ValueError("a bug"), 0)],
+    ids=["transient", "permanent", "bug"],
+)  # fmt: skip
+def test_a_commit_is_retried_after_a_transient_storage_error_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, commits: int
 ) -> None:
     monkeypatch.setattr(flows.runs, "COMMIT_RETRY_WAIT_S", 0.0)
@@ -42,7 +47,7 @@ def test_a_commit_is_retried_after_a_storage_error_only(
     if commits:
         run.commit(staged_batch(run, tmp_path), summary)
     else:
-        with pytest.raises(ValueError, match="a bug"):
+        with pytest.raises(type(error), match=str(error)):
             run.commit(staged_batch(run, tmp_path), summary)
     assert (len(calls), summary.batches) == (1 + commits, commits)
     run.close()
