@@ -14,7 +14,7 @@ names the batch and its date): a missing ledger is rebuilt from them (`ledger_fr
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -102,11 +102,25 @@ class DataFiles:
     unreadable: tuple[str, ...]  # paths of files that are not Parquet files holding these columns
 
 
-def read_data_files(store: Store, table: str, columns: Sequence[str]) -> DataFiles:
-    """These columns of every data file of `table` (I/O errors raise StorageError)."""
+Progress = Callable[[int], None]
+
+
+def read_data_files(
+    store: Store,
+    table: str,
+    columns: Sequence[str],
+    dates: tuple[str, str] | None = None,
+    progress: Progress | None = None,
+) -> DataFiles:
+    """These columns of every data file of `table` (of the partitions from `dates[0]` to `dates[1]`,
+    ISO dates, inclusive, when given); `progress` told of each file read (I/O errors: StorageError)."""
     paths = store.list(table, ".parquet")
+    if dates is not None:
+        paths = [p for p in paths if (d := file_location(p)[1]) is not None and dates[0] <= d <= dates[1]]
     frames, unreadable = [], []
     for path in paths:
+        if progress is not None:
+            progress(1)
         frame = _read_columns(store, path, table, columns)
         if frame is None:
             unreadable.append(path)

@@ -37,11 +37,12 @@ from flows.storage.ledger import (
     REBUILD_COLUMNS,
     UNREADABLE,
     DataFiles,
+    Progress,
     ledger_from_data,
     read_data_files,
     read_stored,
 )
-from flows.storage.ledgerlog import current_version, read_ledger
+from flows.storage.ledgerlog import collect, current_version, scan_ledger
 from flows.storage.store import Store
 from transforms.schemas import TABLES, conform_table
 
@@ -122,15 +123,23 @@ def open_store(out: str) -> Store:
     return store
 
 
-def verify(out: str) -> Check:
-    """Check an output location without changing it."""
-    return check(open_store(out))
+def verify(out: str, *, dates: tuple[str, str] | None = None, progress: Progress | None = None) -> Check:
+    """Check an output location without changing it (only the partitions within `dates`, when given)."""
+    return check(open_store(out), dates=dates, progress=progress)
 
 
-def check(store: Store) -> Check:
-    """Compare the ledger with every data file (reads ids and keys, never text)."""
-    data = {table: read_data_files(store, table, _columns(table)) for table in TABLES}
-    ledger, state = _ledger(store, data)
+def count_files(out: str, dates: tuple[str, str] | None = None) -> int:
+    """The data files `verify` reads (for a progress bar)."""
+    store = open_store(out)
+    paths = [p for table in TABLES for p in store.list(table, ".parquet")]
+    return sum(1 for p in paths if dates is None or dates[0] <= (file_location(p)[1] or "") <= dates[1])
+
+
+def check(store: Store, *, dates: tuple[str, str] | None = None, progress: Progress | None = None) -> Check:
+    """Compare the ledger with every data file (reads ids and keys, never text); with `dates`, only the
+    partitions from dates[0] to dates[1] (ISO, inclusive) and the ids the ledger places there."""
+    data = {table: read_data_files(store, table, _columns(table), dates, progress) for table in TABLES}
+    ledger, state = _ledger(store, data, dates)
     pending = len(store.list(COMMITS, ".json"))
     found = Check(ledger, state, data["transcriptions"].files, pending, data)
     for table, files in data.items():
@@ -153,16 +162,18 @@ def _current(rows: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
     return rows.join(ledger.select(LOCATION_KEY), on=LOCATION_KEY, how="semi").sort("path", "row")
 
 
-def _ledger(store: Store, data: dict[str, DataFiles]) -> tuple[pl.DataFrame, str]:
+def _ledger(store: Store, data: dict[str, DataFiles], dates: tuple[str, str] | None) -> tuple[pl.DataFrame, str]:
+    """The ledger (only its ids placed within `dates`, read in one streaming pass, when given)."""
     version = current_version(store)
+    within = pl.lit(True) if dates is None else pl.col("fetched_date").is_between(pl.lit(dates[0]), pl.lit(dates[1]))
     if version.complete and not version.empty:
         try:
-            return read_ledger(store, version), "ok"
+            return collect(scan_ledger(store, version).filter(within)).sort("transcription_id"), "ok"
         except StorageError:
             state = "unreadable"
     else:
         state = "missing" if any(files.files for files in data.values()) or not version.empty else "none"
-    return ledger_from_data(data["transcriptions"].rows), state
+    return ledger_from_data(data["transcriptions"].rows).filter(within), state
 
 
 def _missing(ledger: pl.DataFrame, table: str, at_current: pl.DataFrame, data: dict[str, DataFiles]) -> pl.Series:

@@ -10,16 +10,19 @@ import polars as pl
 import pytest
 
 import flows.storage.commit
+from flows.batch import BatchSpec, stage_outcomes
 from flows.cli import main
 from flows.emulator.server import EmulatorServer
+from flows.outcomes import Outcome
 from flows.storage.commit import INTERNAL, new_batch_id
+from flows.storage.dataset import Dataset
 from flows.storage.ledgerlog import load_ledger
 from flows.storage.store import Store
 from flows.storage.verify import repair
 from tests.crash_driver import ingest
 from tests.flows.storage.test_ledger_rebuild import every_row, manifest, poll, server
 from tests.flows.storage.test_object_storage import s3_endpoint, s3_url
-from tests.helpers import drop_ledger, newest_ledger_file
+from tests.helpers import FETCHED_AT, drop_ledger, item, newest_ledger_file
 from transforms.schemas import TABLES
 
 __all__ = ["s3_endpoint", "server"]  # fixtures
@@ -229,3 +232,50 @@ def test_verify_and_repair_on_s3(s3_endpoint: str, inputs: list[str], capsys: py
     assert verify(url, capsys, "--repair")[0] == 0
     assert verify(url, capsys)[0] == 0 and store.list("_talktime/ledger", ".parquet")
     assert_rows_equal(every_row(url), expected)
+
+
+def commit_on(out: str, date: str, outcomes: list[Outcome]) -> None:
+    """Commit outcomes as one batch into the partition of `date`."""
+    with Dataset.writer(out, "tests") as (dataset, _):
+        staged = stage_outcomes(out, BatchSpec(1, new_batch_id(), date, dataset.snapshot()), outcomes)
+        dataset.commit(staged.files, staged.polled, run_batches=frozenset())
+
+
+def test_verify_checks_one_partition_or_a_date_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    ids = [f"00000000-0000-4000-8000-00000000000{n}" for n in range(3)]
+    for n, date in enumerate(["2026-01-01", "2026-01-02", "2026-01-03"]):
+        commit_on(str(out), date, [Outcome(ids[n], "succeeded", FETCHED_AT, api_version="2024-04-22",
+                                           items=[item("doctor", 0, 10)])])  # fmt: skip
+    for path in (out / "transcriptions" / "fetched_date=2026-01-02").glob("*.parquet"):
+        path.unlink()  # the second day's transcription rows are lost
+    assert verify(out, capsys)[0] == 1
+    assert verify(out, capsys, "--partition", "2026-01-01")[0] == 0
+    code, report = verify(out, capsys, "--partition", "2026-01-02")
+    assert code == 1 and f"missing     transcriptions    1 ids     e.g. {ids[1]}" in report
+    assert verify(out, capsys, "--since", "2026-01-02")[0] == 1
+    assert verify(out, capsys, "--since", "2026-01-03")[0] == 0
+    assert verify(out, capsys, "--until", "2026-01-01")[0] == 0
+    assert verify(out, capsys, "--since", "2026-01-01", "--until", "2026-01-02")[0] == 1
+    for mistake in (["--partition", "2026-13-01"], ["--repair", "--since", "2026-01-01"]):
+        assert main(["verify", "--out", str(out), *mistake]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("talktime: error: --")
+
+
+@pytest.mark.parametrize(("delay_s", "shown"), [(0.0, True), (3600.0, False)], ids=["slow", "quick"])
+def test_the_progress_bar_appears_only_once_the_work_took_longer_than_its_delay(
+    monkeypatch: pytest.MonkeyPatch, delay_s: float, shown: bool
+) -> None:
+    import io
+
+    from flows.cli.commands import _DelayedBar
+
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    bar = _DelayedBar("talktime verify: files read", delay_s=delay_s)
+    bar.total = 4
+    for _ in range(4):
+        bar(1)
+    bar.close()
+    assert ("talktime verify: files read" in stream.getvalue()) is shown
