@@ -38,7 +38,7 @@ DEFAULT_PRIVATE_KEY_SECRET = "talktime-oauth-private-key"
 DEFAULT_STORAGE_SECRET_PREFIX = "talktime-s3"
 
 
-RefetchStatus = Literal["succeeded", "failed", "not_found", "expired"]
+RefetchStatus = Literal["succeeded", "failed", "not_found", "expired", "forgotten"]
 
 # Query parameters that carry credentials (pyarrow's S3 URIs accept access_key and secret_key).
 CREDENTIAL_PARAMETERS = frozenset(

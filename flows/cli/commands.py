@@ -204,7 +204,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-REFETCHABLE = ("succeeded", "failed", "not_found", "expired")
+REFETCHABLE = ("succeeded", "failed", "not_found", "expired", "forgotten")
 
 
 def _statuses(text: str) -> tuple[str, ...]:
@@ -313,6 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--batch-size", type=int, default=DEFAULT_INGEST_BATCH_SIZE, help="records per batch")
     ing.add_argument("--in-flight", type=int, default=DEFAULT_INGEST_IN_FLIGHT, help="batches read ahead of the commit")
     _add_runner_options(ing)
+
+    forget = add(
+        "forget",
+        "erase these ids' rows from every table and never write them again (patient data, on request)",
+        (job,),
+        description="Remove every row of the ids in --ids from the four tables in one crash-safe commit under "
+        "the writer's lease, mark them `forgotten` in the ledger (no later run, ingest or webhook delivery "
+        "writes them again; `talktime run --refetch forgotten` must name them explicitly), and add an entry "
+        "to the erasure log `_talktime/erasures/` (ids and counts, never content).",
+        epilog="exit status: 0 done, 2 error (e.g. --out does not exist, an unreadable ids file)",
+    )
+    forget.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
+    forget.add_argument("--ids", required=True, help="text file (one id per line), or CSV/Parquet with an `id` column")
 
     comp = add("compact", "merge each partition's small files (readers see the same rows)", (job,))
     comp.add_argument("--out", required=True, help="output location (directory or s3://bucket/prefix)")
@@ -678,6 +691,21 @@ class _PartitionBar:
         self._progress.stop()
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from flows.inputs import read_ids
+    from flows.storage.forget import forget
+    from flows.storage.verify import open_store
+
+    ids = read_ids(args.ids)
+    open_store(str(args.out))  # nothing there: say so
+    done = forget(str(args.out), ids)
+    if getattr(args, "json", False):
+        print(json.dumps({"out": str(args.out), **dataclasses.asdict(done)}))
+    elif not args.quiet:
+        print(done.line())
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.storage.status import output_status, status_dict, status_lines
 
@@ -841,6 +869,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "webhook": cmd_webhook,
     "compact": cmd_compact,
+    "forget": cmd_forget,
     "verify": cmd_verify,
     "status": cmd_status,
     "dictionary": cmd_dictionary,

@@ -38,6 +38,7 @@ object storage), so a reader never sees a half-written file.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -165,7 +166,14 @@ class Transaction:
     def delete(self, path: str) -> None:
         self.record.deletes.append(path)
 
-    def supersede(self, superseded: dict[tuple[str, str], set[str]]) -> pl.DataFrame:
+    def stage_bytes(self, name: str, data: bytes, destination: str) -> None:
+        """Write `data` into staging now; it moves to `destination` when the commit is applied."""
+        self.store.write_bytes(f"{self.staging}/{name}", data)
+        self.adopt(f"{self.staging}/{name}", destination)
+
+    def supersede(
+        self, superseded: dict[tuple[str, str], set[str]], *, removed: Counter[str] | None = None
+    ) -> pl.DataFrame:
         """Take the rows of ids this commit replaces out of the older files holding them.
 
         Files are never rewritten in place (a reader that reads a file's footer and its data
@@ -182,6 +190,8 @@ class Transaction:
                     continue
                 rows = rewritable(self.store.read_parquet(old), old)
                 kept = rows.filter(~pl.col("transcription_id").is_in(sorted(ids)))
+                if removed is not None:
+                    removed[table] += rows.height - kept.height
                 self.delete(old)
                 if kept.is_empty():
                     continue

@@ -165,6 +165,12 @@ class Dataset:
             self.written_dates.add(staged.fetched_date)
         return polled
 
+    def forget_rows(self, transaction: Transaction, entry: pl.DataFrame, moves: pl.DataFrame) -> None:
+        """Commit a `talktime forget`: `entry` marks the ids forgotten, `moves` the rows it kept."""
+        self.renew_lease()
+        self.known = _upsert(self.known, entry)
+        self._commit(transaction, pl.concat([entry, _as_entries(moves)]), moves)
+
     def commit_moves(self, transaction: Transaction, moves: pl.DataFrame) -> None:
         """Commit a transaction that only moved rows into new files (a compaction): the moves are its
         ledger entry. The lease is checked right before the commit record."""

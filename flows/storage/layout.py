@@ -9,6 +9,7 @@
     _talktime/commits/{batch}.json                            commit records (the commit points)
     _talktime/lease.json                                      the one writer's lease
     _talktime/quarantine/                                     unreadable files set aside by a repair
+    _talktime/erasures/{commit}.json                          the erasure log of `talktime forget` (ids only)
 
 A data file's `file_id` is the batch that wrote it, or, for a file whose rows moved (a supersede
 or a compaction rewrote them), a fresh id of the same form: ids sort by creation time, so an
@@ -30,6 +31,7 @@ COMMITS = f"{INTERNAL}/commits"
 STAGING = f"{INTERNAL}/staging"
 RUNS = f"{INTERNAL}/runs"  # written by releases before the ledger log: removed on recovery
 QUARANTINE = f"{INTERNAL}/quarantine"
+ERASURES = f"{INTERNAL}/erasures"
 
 _FILE_ID = re.compile(r"/part-([^/]+)\.parquet$")
 _DATE = re.compile(rf"/{PARTITION}=([^/]+)/")
@@ -61,6 +63,10 @@ def staging_dir(batch_id: str) -> str:
 
 def commit_path(batch_id: str) -> str:
     return f"{COMMITS}/{batch_id}.json"
+
+
+def erasure_path(commit: str) -> str:
+    return f"{ERASURES}/{commit}.json"
 
 
 def log_path(seq: int) -> str:

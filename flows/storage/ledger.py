@@ -32,7 +32,8 @@ UNREADABLE_LEDGER = (
     "the ledger (_talktime/ledger/) is unreadable (truncated or corrupt): "
     "run `talktime verify --out DIR --repair` to rebuild it from the data files"
 )
-FINAL_STATUSES = ("succeeded", "failed", "not_found", "expired")
+FORGOTTEN = "forgotten"  # erased by `talktime forget`: no rows, never written again
+FINAL_STATUSES = ("succeeded", "failed", "not_found", "expired", FORGOTTEN)
 NEVER_SENT = "invalid_id"  # an error that no retry can change
 DEFAULT_EXPIRE_AFTER = timedelta(hours=24)
 
@@ -264,3 +265,19 @@ def overlay(prior: pl.DataFrame, entries: pl.DataFrame) -> pl.DataFrame:
     touched = touched.filter(pl.col("status").is_not_null())  # a move of an id the ledger never held
     untouched = prior.join(entries.select("transcription_id"), on="transcription_id", how="anti")
     return pl.concat([untouched, touched.select(LEDGER_SCHEMA.names()).cast(dict(LEDGER_SCHEMA))])  # type: ignore[arg-type]
+
+
+def forgotten_rows(prior: pl.DataFrame, ids: list[str], now: datetime) -> pl.DataFrame:
+    """The ledger rows that mark `ids` forgotten: final, no rows; first seen and attempts kept."""
+    asked = pl.DataFrame({"transcription_id": ids}, schema={"transcription_id": pl.String()})
+    known = asked.join(prior.select("transcription_id", "first_seen_at", "attempts"), on="transcription_id", how="left")
+    return known.select(
+        "transcription_id",
+        pl.lit(FORGOTTEN).alias("status"),
+        pl.lit(True).alias("final"),
+        pl.coalesce("first_seen_at", pl.lit(now, UTC_TIMESTAMP)).alias("first_seen_at"),
+        pl.lit(now, UTC_TIMESTAMP).alias("last_polled_at"),
+        pl.col("attempts").fill_null(0),
+        pl.lit(None, pl.String).alias("batch_id"),
+        pl.lit(None, pl.String).alias("fetched_date"),
+    ).cast(LEDGER_SCHEMA)

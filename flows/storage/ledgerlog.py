@@ -25,23 +25,26 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows.errors import StorageError
-from flows.storage.layout import LEDGER_DIR, LEGACY_LEDGER, checkpoint_path, ledger_file, log_path
+from flows.storage.layout import ERASURES, LEDGER_DIR, LEGACY_LEDGER, checkpoint_path, ledger_file, log_path
 from flows.storage.ledger import (
     LEDGER_SCHEMA,
     REBUILD_COLUMNS,
     UNREADABLE_LEDGER,
+    forgotten_rows,
     ledger_from_data,
     overlay,
     read_data_files,
@@ -207,11 +210,31 @@ def stored_or_rebuilt(store: Store, version: Version | None = None) -> tuple[pl.
             f"the ledger is missing and {len(found.unreadable)} data file(s) cannot be read "
             f"(e.g. {found.unreadable[0]}): run `talktime verify --out DIR --repair`"
         )
-    ledger = ledger_from_data(found.rows)
+    ledger = with_erasures(store, ledger_from_data(found.rows))
     if found.files or not version.empty:
         log.warning("the ledger was missing: rebuilt from %d data files (%d ids)", found.files, ledger.height)
         return ledger, "rebuilt"
     return ledger, "none"
+
+
+def with_erasures(store: Store, ledger: pl.DataFrame) -> pl.DataFrame:
+    """A ledger rebuilt from the data files, with the ids of the erasure log marked forgotten again."""
+    marks = []
+    for path in store.list(ERASURES, ".json"):
+        try:
+            record = json.loads(_read_bytes(store, path))
+            erased_at = datetime.fromisoformat(record["erased_at"])
+            ids = [str(tid) for tid in record["ids"]]
+        except (ValueError, KeyError, TypeError):
+            raise StorageError(
+                f"erasure log entry {path} is unreadable: restore it before rebuilding the ledger"
+            ) from None
+        marks.append(forgotten_rows(ledger, ids, erased_at))
+    if not marks:
+        return ledger
+    erased = pl.concat(marks).unique("transcription_id", keep="last")
+    kept = ledger.join(erased.select("transcription_id"), on="transcription_id", how="anti")
+    return pl.concat([kept, erased]).sort("transcription_id")
 
 
 def rows_of(store: Store, version: Version, ids: Sequence[str]) -> pl.DataFrame:

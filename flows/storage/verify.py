@@ -7,6 +7,7 @@ Problems, counted per table (ids and file paths are shown, never a row's content
 - extra: rows whose (id, batch, date) the ledger does not name (replaced rows left behind, a
   copied file, rows of an unknown batch or of an id the ledger does not hold);
 - duplicated: rows repeating another's key (`TABLE_KEYS`) in the id's current batch;
+- unerased: rows of an id `talktime forget` erased (the ledger marks it `forgotten`);
 - unreadable: data files that are not Parquet files with their table's key columns;
 - the ledger itself missing (with data present) or unreadable (it is then rebuilt from the data
   files, as `load_ledger` does, and the data checked against the rebuilt one), and commit
@@ -34,6 +35,7 @@ from flows.storage.commit import PARQUET_OPTIONS, Transaction, new_batch_id, rew
 from flows.storage.dataset import Dataset
 from flows.storage.layout import COMMITS, QUARANTINE, checkpoint_path, data_path, file_location, new_file_id
 from flows.storage.ledger import (
+    FORGOTTEN,
     REBUILD_COLUMNS,
     UNREADABLE,
     DataFiles,
@@ -42,7 +44,7 @@ from flows.storage.ledger import (
     read_data_files,
     read_stored,
 )
-from flows.storage.ledgerlog import collect, current_version, scan_ledger
+from flows.storage.ledgerlog import collect, current_version, scan_ledger, with_erasures
 from flows.storage.store import Store
 from transforms.schemas import TABLES, conform_table
 
@@ -66,7 +68,7 @@ PREFIX = "talktime verify: "
 class Finding:
     """One kind of problem in one table."""
 
-    problem: str  # missing | extra | duplicated | unreadable
+    problem: str  # missing | extra | duplicated | unreadable | unerased
     table: str
     count: int
     unit: str  # ids | rows | files
@@ -142,11 +144,15 @@ def check(store: Store, *, dates: tuple[str, str] | None = None, progress: Progr
     ledger, state = _ledger(store, data, dates)
     pending = len(store.list(COMMITS, ".json"))
     found = Check(ledger, state, data["transcriptions"].files, pending, data)
+    forgotten = ledger.filter(pl.col("status") == FORGOTTEN).select("transcription_id")
+    held = ledger.filter(pl.col("status") != FORGOTTEN)
     for table, files in data.items():
         at_current = _current(files.rows, ledger)
-        extra = files.rows.join(ledger, on=LOCATION_KEY, how="anti")
+        extra = files.rows.join(ledger, on=LOCATION_KEY, how="anti").join(forgotten, on="transcription_id", how="anti")
         duplicated = at_current.filter(~pl.struct(TABLE_KEYS[table]).is_first_distinct())
-        found.add("missing", table, _missing(ledger, table, at_current, data), "ids")
+        unerased = files.rows.join(forgotten, on="transcription_id", how="semi")
+        found.add("missing", table, _missing(held, table, at_current, data), "ids")
+        found.add("unerased", table, unerased["transcription_id"], "rows")
         found.add("extra", table, extra["transcription_id"], "rows")
         found.add("duplicated", table, duplicated["transcription_id"], "rows")
         found.add("unreadable", table, pl.Series(files.unreadable, dtype=pl.String), "files")
@@ -173,7 +179,7 @@ def _ledger(store: Store, data: dict[str, DataFiles], dates: tuple[str, str] | N
             state = "unreadable"
     else:
         state = "missing" if any(files.files for files in data.values()) or not version.empty else "none"
-    return ledger_from_data(data["transcriptions"].rows).filter(within), state
+    return with_erasures(store, ledger_from_data(data["transcriptions"].rows)).filter(within), state
 
 
 def _missing(ledger: pl.DataFrame, table: str, at_current: pl.DataFrame, data: dict[str, DataFiles]) -> pl.Series:
