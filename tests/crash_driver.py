@@ -25,7 +25,7 @@ from flows.summary import RunSummary
 
 CRASH_ENV = "TALKTIME_CRASH_AFTER_OPS"
 MUTATING = (
-    *("write_bytes", "move", "place", "delete", "delete_many", "delete_dir"),
+    *("write_bytes", "put_file", "move", "place", "delete", "delete_many", "delete_dir"),
     *("create_if_absent", "replace_if_match", "delete_if_match"),  # the writer's lease
 )
 _ops = 0
