@@ -70,7 +70,9 @@ def local_cluster_options(api_url: str) -> dict[str, Any]:
         # Dask's dashboard has no authentication: on this machine only (":0" listened on every interface,
         # and None would still bind 8787, the port the webhook example once used)
         "dashboard_address": LOCAL_DASHBOARD_ADDRESS,
-        "env": {**credentials, "PREFECT_API_URL": api_url, **WORKER_ENVIRONMENT},
+        # A single-threaded worker gets a one-thread polars pool: by default each worker process would start
+        # a pool of one thread per core of the machine, all spinning against each other (issue 17).
+        "env": {**credentials, "PREFECT_API_URL": api_url, **WORKER_ENVIRONMENT, "POLARS_MAX_THREADS": "1"},
     }
 
 

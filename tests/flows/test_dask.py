@@ -250,6 +250,25 @@ def test_the_local_clusters_dashboard_listens_on_loopback_only() -> None:
                 socket.create_connection((outside, port), timeout=5).close()
 
 
+def _polars_threads() -> int:
+    import polars as pl
+
+    return pl.thread_pool_size()
+
+
+def test_a_single_threaded_local_worker_gets_a_one_thread_polars_pool() -> None:
+    """Each worker process used to start a polars pool of one thread per core of the machine."""
+    from distributed import Client, LocalCluster
+
+    from flows.scaleout import local_cluster_options
+
+    with (
+        LocalCluster(**(local_cluster_options("http://127.0.0.1:9/api") | {"n_workers": 1})) as local,
+        Client(local) as client,
+    ):
+        assert list(client.run(_polars_threads).values()) == [1]
+
+
 def test_a_batch_whose_worker_keeps_dying_ends_the_run_with_one_line_and_exit_2(
     prefect_server: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
