@@ -136,6 +136,22 @@ def scan_checkpoint(store: Store, version: Version) -> pl.LazyFrame:
         raise StorageError(UNREADABLE_LEDGER) from None
 
 
+def scan_checkpoint_with_halves(store: Store, version: Version) -> pl.LazyFrame:
+    """The checkpoint's rows with `id_hi`, `id_lo`: read when it stores them (`with_halves`), else computed."""
+    halves: dict[str, pl.DataType] = {"id_hi": pl.UInt64(), "id_lo": pl.UInt64()}
+    if version.checkpoint is None:
+        return pl.LazyFrame(schema=pl.Schema({**dict(LEDGER_SCHEMA), **halves}))
+    source = store.path(version.checkpoint) if store.local else io.BytesIO(_read_bytes(store, version.checkpoint))
+    try:
+        stored = pl.scan_parquet(source)
+        names = stored.collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError):
+        raise StorageError(UNREADABLE_LEDGER) from None
+    if "id_hi" not in names:
+        return _conform(stored).with_columns(_halves())
+    return stored.select(*LEDGER_SCHEMA.names(), *halves).cast(pl.Schema({**dict(LEDGER_SCHEMA), **halves}))
+
+
 def read_entries(store: Store, version: Version) -> pl.DataFrame:
     """The log entries after the checkpoint, in order, as one frame (small: folds keep it so)."""
     frames = []
@@ -275,7 +291,8 @@ def fold_due(store: Store, version: Version) -> bool:
 
 
 def write_checkpoint(store: Store, frame: pl.LazyFrame, seq: int) -> None:
-    """Write `frame` as checkpoint `seq` (streamed to a local file, then placed whole)."""
+    """Write `frame` as checkpoint `seq`, with its ids' halves (streamed to a local file, then placed whole)."""
+    frame = with_halves(frame)
     target = checkpoint_path(seq)
     with tempfile.TemporaryDirectory(prefix="talktime-ledger-", dir=_scratch(store)) as scratch:
         local = os.path.join(scratch, "checkpoint.parquet")
@@ -319,53 +336,66 @@ def drop_stale(store: Store, version: Version) -> None:
 # (two u64 halves of a UUID and a categorical status: about 18 bytes an id, 180 MB at 10 million ids).
 
 PRIOR_SCHEMA = pl.Schema({"transcription_id": pl.String(), "status": pl.String(), "final": pl.Boolean()})
-_HEX = pl.col("transcription_id").str.to_lowercase().str.replace_all("-", "", literal=True)
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
-class PriorIndex:
-    """(status, final) by id for a whole ledger version, compact enough for 10 million ids."""
+def _halves(column: str = "transcription_id") -> list[pl.Expr]:
+    """The two u64 halves of a lower-case UUID (null for anything else)."""
+    is_uuid = pl.col(column).str.contains(_UUID)
+    text = pl.col(column).str.replace_all("-", "", literal=True)
+    half = {
+        start: text.str.slice(start, 16).str.to_integer(base=16, dtype=pl.UInt64, strict=False) for start in (0, 16)
+    }
+    return [pl.when(is_uuid).then(half[0]).alias("id_hi"), pl.when(is_uuid).then(half[16]).alias("id_lo")]
 
-    def __init__(self, ledger: pl.LazyFrame) -> None:
-        is_uuid = pl.col("transcription_id").str.contains(_UUID)
-        states = ledger.select("transcription_id", "status", "final")
+
+def with_halves(ledger: pl.LazyFrame) -> pl.LazyFrame:
+    """The ledger with `id_hi`, `id_lo` (a checkpoint stores them: the index reads them instead of
+    parsing ten million strings)."""
+    return _conform(ledger).with_columns(_halves())
+
+
+class PriorIndex:
+    """(status, final) by id for a whole ledger version, compact enough for 10 million ids: the
+    checkpoint's ids as two u64 halves sorted by the first (binary search), the few ids that are
+    not UUIDs as strings, and the log's newer states on top."""
+
+    def __init__(self, checkpoint: pl.LazyFrame, entries: pl.DataFrame) -> None:
+        """`checkpoint`: `scan_checkpoint_with_halves`; `entries`: the log after it (`read_entries`)."""
+        states = checkpoint.select("transcription_id", "id_hi", "id_lo", "status", "final")
         self.uuids = collect(
-            states.filter(is_uuid).select(
-                _HEX.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("hi"),
-                _HEX.str.slice(16, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("lo"),
-                pl.col("status").cast(pl.Categorical),
-                "final",
+            states.filter(pl.col("id_hi").is_not_null()).select(
+                pl.col("id_hi").alias("hi"), pl.col("id_lo").alias("lo"), pl.col("status").cast(pl.Categorical), "final"
             )
-        ).sort("hi", "lo")
-        self.others = collect(states.filter(~is_uuid))
+        ).sort("hi")
+        self.others = collect(states.filter(pl.col("id_hi").is_null()).select("transcription_id", "status", "final"))
+        full = entries.filter(pl.col("status").is_not_null())  # moves change no state
+        self.newer = full.unique("transcription_id", keep="last").select("transcription_id", "status", "final")
 
     def lookup(self, ids: pl.Series) -> pl.DataFrame:
         """(transcription_id, status, final) of those of `ids` the ledger holds."""
         wanted = pl.DataFrame({"transcription_id": ids.cast(pl.String)}).unique()
-        is_uuid = pl.col("transcription_id").str.contains(_UUID)
-        keys = wanted.filter(is_uuid).with_columns(
-            _HEX.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("hi"),
-            _HEX.str.slice(16, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("lo"),
-        )
-        found = self._search(keys)
-        others = self.others.join(wanted.filter(~is_uuid), on="transcription_id", how="semi")
-        return pl.concat([found, others]).cast(dict(PRIOR_SCHEMA))  # type: ignore[arg-type]
+        newer = self.newer.join(wanted, on="transcription_id", how="semi")
+        rest = wanted.join(newer, on="transcription_id", how="anti").with_columns(_halves())
+        found = self._search(rest.filter(pl.col("id_hi").is_not_null()))
+        others = self.others.join(rest.filter(pl.col("id_hi").is_null()), on="transcription_id", how="semi")
+        return pl.concat([newer, found, others]).cast(PRIOR_SCHEMA)
 
     def _search(self, keys: pl.DataFrame) -> pl.DataFrame:
         """Binary search on the sorted first half; the rows whose halves both match."""
         if keys.is_empty() or self.uuids.is_empty():
             return pl.DataFrame(schema=PRIOR_SCHEMA)
         hi = self.uuids["hi"]
-        start = hi.search_sorted(keys["hi"], side="left")
-        end = hi.search_sorted(keys["hi"], side="right")
+        start = hi.search_sorted(keys["id_hi"], side="left")
+        end = hi.search_sorted(keys["id_hi"], side="right")
         spans = keys.with_columns(start=start, end=end).filter(pl.col("end") > pl.col("start"))
         rows = spans.select(
-            "transcription_id", "lo", pl.int_ranges("start", "end", dtype=pl.UInt32).alias("at")
+            "transcription_id", "id_lo", pl.int_ranges("start", "end", dtype=pl.UInt32).alias("at")
         ).explode("at")
         at = self.uuids[rows["at"]]
         matched = rows.with_columns(
             at["lo"].alias("lo_found"), at["status"].cast(pl.String).alias("status"), at["final"].alias("final")
-        ).filter(pl.col("lo") == pl.col("lo_found"))
+        ).filter(pl.col("id_lo") == pl.col("lo_found"))
         return matched.select(PRIOR_SCHEMA.names())
 
 
@@ -381,7 +411,8 @@ def prior_of(out: str, snapshot: str, ids: pl.Series) -> pl.DataFrame:
         index = _indexes.get(key)
         if index is None:
             store = Store(out)
-            index = PriorIndex(scan_ledger(store, Version.from_token(snapshot)))
+            version = Version.from_token(snapshot)
+            index = PriorIndex(scan_checkpoint_with_halves(store, version), read_entries(store, version))
             _indexes.clear()  # one run's version at a time per process
             _indexes[key] = index
     return index.lookup(ids)

@@ -86,13 +86,18 @@ def test_a_fold_cut_short_before_its_deletes_leaves_files_readers_skip(tmp_path:
     assert ledgerlog.current_version(store).stale == ()
 
 
+UPPER = "ABCDEF00-0000-4000-8000-000000000001"  # stored lower-case by talktime; looked up as it is
+
+
 def test_the_index_finds_uuids_and_other_ids_and_nothing_else(tmp_path: Path) -> None:
     ledger = pl.DataFrame(
-        [row(IDS[0], "succeeded", "b"), row(IDS[1].upper(), "ongoing", "b", False), row("not-a-uuid", "error", "b")],
+        [row(IDS[0], "succeeded", "b"), row(UPPER, "ongoing", "b", False), row("not-a-uuid", "error", "b")],
         schema=LEDGER_SCHEMA,
     )
-    index = ledgerlog.PriorIndex(ledger.lazy())
-    asked = pl.Series([IDS[0], IDS[1].upper(), "not-a-uuid", IDS[2], IDS[0][:-1] + "f"])
+    entries = pl.DataFrame([row(IDS[3], "succeeded", "b2"), row(IDS[0], None, "m")], schema=LEDGER_SCHEMA)
+    index = ledgerlog.PriorIndex(ledgerlog.with_halves(ledger.lazy()), entries)
+    asked = pl.Series([IDS[0], UPPER, "not-a-uuid", IDS[2], IDS[0][:-1] + "f", IDS[3]])
     got = index.lookup(asked).sort("transcription_id")
-    assert got.rows() == sorted([(IDS[0], "succeeded", True), (IDS[1].upper(), "ongoing", False),
-                                 ("not-a-uuid", "error", True)])  # fmt: skip
+    assert got.rows() == sorted([(IDS[0], "succeeded", True), (UPPER, "ongoing", False),
+                                 ("not-a-uuid", "error", True), (IDS[3], "succeeded", True)])  # fmt: skip
+    assert index.uuids.height == 1 and index.others.height == 2  # halves of lower-case UUIDs only
