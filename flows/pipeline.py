@@ -39,6 +39,7 @@ from flows.secrets import STORAGE_KEY_PAIR, export_storage_credentials
 from flows.settings import IngestSettings, RunSettings
 from flows.storage.status import output_status, status_lines
 from flows.summary import RunSummary, summary_markdown, summary_rows
+from flows.untrusted import markdown_text, printable
 
 SUMMARY_ARTIFACT = "talktime-run-summary"
 TABLE_ARTIFACT = "talktime-run-table"
@@ -163,8 +164,8 @@ def _run(
 
 def _refused(exc: PipelineError) -> State:
     """A configuration, credential or storage error: one line in the log and a Failed run, no traceback."""
-    _refusal_logger().error("talktime: error: %s", exc)
-    return Failed(message=str(exc), data=scrubbed(exc))
+    _refusal_logger().error("talktime: error: %s", printable(str(exc)))
+    return Failed(message=printable(str(exc)), data=scrubbed(exc))
 
 
 def _report(summary: RunSummary, out: str) -> RunSummary | State:
@@ -177,10 +178,11 @@ def _report(summary: RunSummary, out: str) -> RunSummary | State:
     for line in summary.lines():
         log.info("this run: %s", line)
     for line in [] if summary.dataset is None else status_lines(summary.dataset):
-        log.info("the output: %s", line)
+        log.info("the output: %s", printable(line))
     create_markdown_artifact(markdown=summary_markdown(summary, out), key=SUMMARY_ARTIFACT)
-    create_table_artifact(table=summary_rows(summary), key=TABLE_ARTIFACT, description=f"talktime: {out}")
+    description = f"talktime: {markdown_text(out)}"
+    create_table_artifact(table=summary_rows(summary), key=TABLE_ARTIFACT, description=description)
     if summary.failure:
-        log.error("the run failed: %s", summary.failure)
-        return Failed(message=summary.failure, data=summary)
+        log.error("the run failed: %s", printable(summary.failure))
+        return Failed(message=printable(summary.failure), data=summary)
     return summary

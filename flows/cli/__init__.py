@@ -29,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_console(args)  # before anything imports prefect
     from flows.errors import PipelineError, WithheldError, raised_at
+    from flows.untrusted import printable
 
     try:
         return COMMANDS[args.command](args)
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         if getattr(args, "debug", False):
             raise
-        print(f"talktime: error: {exc}", file=sys.stderr)
+        print(f"talktime: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:
         if getattr(args, "debug", False):

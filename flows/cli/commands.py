@@ -575,6 +575,7 @@ def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
     A configuration, credential or storage error found inside the flow is raised (exit 2).
     """
     from flows.summary import RunSummary, print_summary
+    from flows.untrusted import printable
 
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
@@ -588,7 +589,7 @@ def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
     else:
         print_summary(result, out)
     if result.failure:
-        print(f"talktime: the run failed: {result.failure}", file=sys.stderr)
+        print(f"talktime: the run failed: {printable(result.failure)}", file=sys.stderr)
         return 1
     return 0
 
@@ -676,12 +677,13 @@ class _PartitionBar:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.storage.status import output_status, status_dict, status_lines
+    from flows.untrusted import printable
 
     status = output_status(str(args.out), expire_after_s=args.expire_after)
     if args.json:
         print(json.dumps(status_dict(status), default=str))
     else:
-        print("\n".join(status_lines(status)))
+        print("\n".join(printable(line) for line in status_lines(status)))
     return 0
 
 
