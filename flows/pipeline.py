@@ -32,6 +32,7 @@ from prefect.states import Failed
 from flows.batch import BatchSpec, StagedBatch, fetch_batch, read_batch
 from flows.errors import PipelineError, scrubbed, withholding
 from flows.inflight import Future
+from flows.prefect_calls import call_prefect, forget_unreachable, prefect_unreachable, stop_retrying_prefect
 from flows.progress import ArtifactWatcher, Watchers, terminal_watchers
 from flows.runs import ingest, poll
 from flows.scaleout import batch_runner
@@ -152,14 +153,27 @@ def _run(
 ) -> RunSummary | State:
     """A flow's body (`poll` or `ingest`) with its batch tasks submitted where the settings say, watched
     by a progress artifact (and the CLI's bar); then its report, or one line and a Failed run."""
-    watch = Watchers([ArtifactWatcher(label), *terminal_watchers()])
+    global _finished
+    _finished = None
+    forget_unreachable()
     log = get_run_logger()
+    watch = Watchers([ArtifactWatcher(label, log), *terminal_watchers()])
     try:
         with batch_runner(settings, batch_task, log) as submit:
             summary = body(settings, lambda spec: _Unrefused(submit(spec)), log, watch)
     except PipelineError as exc:
         return _refused(exc)
     return _report(summary, settings.out)
+
+
+# The summary of the last flow run of this process that got to its report (its data committed): what the
+# CLI prints when the flow run's end cannot be told to Prefect (`finished_summary`).
+_finished: RunSummary | None = None
+
+
+def finished_summary() -> RunSummary | None:
+    """The summary of this process's last flow run that got to its report, or None."""
+    return _finished
 
 
 def _refused(exc: PipelineError) -> State:
@@ -179,9 +193,18 @@ def _report(summary: RunSummary, out: str) -> RunSummary | State:
         log.info("this run: %s", line)
     for line in [] if summary.dataset is None else status_lines(summary.dataset):
         log.info("the output: %s", printable(line))
-    create_markdown_artifact(markdown=summary_markdown(summary, out), key=SUMMARY_ARTIFACT)
+    global _finished
+    _finished = summary  # for the caller, should Prefect's API be gone when the flow run ends
+    markdown, rows = summary_markdown(summary, out), summary_rows(summary)
     description = f"talktime: {markdown_text(out)}"
-    create_table_artifact(table=summary_rows(summary), key=TABLE_ARTIFACT, description=description)
+    call_prefect("summary artifact", lambda: create_markdown_artifact(markdown=markdown, key=SUMMARY_ARTIFACT), log)
+    call_prefect(
+        "table artifact",
+        lambda: create_table_artifact(table=rows, key=TABLE_ARTIFACT, description=description),
+        log,
+    )
+    if prefect_unreachable():  # the data is committed: telling Prefect the end must not take minutes
+        stop_retrying_prefect()
     if summary.failure:
         log.error("the run failed: %s", printable(summary.failure))
         return Failed(message=printable(summary.failure), data=summary)
