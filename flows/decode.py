@@ -27,6 +27,7 @@ from flows.inputs import EVENT_PREFIX, RawRecord, unwrap_event
 from flows.jsontext import JsonError, loads, repair_unicode
 from flows.outcomes import UUID_PATTERN, EnvelopeError, Outcome, outcome_from_response, responses_frame
 from flows.transform import RAW_JSON_SCHEMA, Decoded, decode_outcomes
+from flows.untrusted import printable
 from transforms.flatten import RAW_INT_FIELDS, RAW_ITEMS_SCHEMA, RAW_STRING_FIELDS, Transcript, raw_items_json
 from transforms.pipeline import rejected_keys
 from transforms.schemas import RESPONSES, conform
@@ -53,16 +54,16 @@ def api_version_of(body: dict[str, Any]) -> str:
 
 
 def _outcome_of(record: RawRecord, fetched_at: datetime) -> Outcome | str:
-    """The record's outcome, or why it cannot be read (never its content)."""
+    """The record's outcome, or why it cannot be read (never its content; its file name printable)."""
     try:
         body = unwrap_event(loads(record.data))
     except JsonError as exc:
-        return f"{record.source}: {exc}"
+        return f"{printable(record.source)}: {exc}"
     try:
         version = api_version_of(body) if isinstance(body, dict) else None
         return outcome_from_response(body, fetched_at=fetched_at, api_version=version)
     except EnvelopeError as exc:
-        return f"{record.source}: {exc}"
+        return f"{printable(record.source)}: {exc}"
 
 
 def best_per_id(outcomes: list[Outcome]) -> list[Outcome]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from flows.untrusted import api_code, api_message
 from transforms.flatten import Transcript
 from transforms.jsonvalues import strict_json
 from transforms.schemas import RESPONSES
@@ -126,8 +127,11 @@ def outcome_from_response(
 
 
 def responses_frame(outcomes: list[Outcome]) -> pl.LazyFrame:
-    """The outcomes as a frame of the RESPONSES schema (one row per outcome)."""
+    """The outcomes as a frame of the RESPONSES schema (one row per outcome), error codes and messages
+    made safe to store (`flows.untrusted`: a short token; bounded, without control characters)."""
     columns = {name: [getattr(o, name) for o in outcomes] for name in RESPONSES.names()}
+    columns["error_code"] = [None if code is None else api_code(code) for code in columns["error_code"]]
+    columns["error_message"] = [None if text is None else api_message(text) for text in columns["error_message"]]
     return pl.LazyFrame(columns, schema=RESPONSES)
 
 

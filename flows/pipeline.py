@@ -32,6 +32,7 @@ from prefect.states import Failed
 from flows.batch import BatchSpec, StagedBatch, fetch_batch, read_batch
 from flows.errors import PipelineError, scrubbed, withholding
 from flows.inflight import Future
+from flows.prefect_calls import call_prefect, forget_unreachable, prefect_unreachable, stop_retrying_prefect
 from flows.progress import ArtifactWatcher, Watchers, terminal_watchers
 from flows.runs import ingest, poll
 from flows.scaleout import batch_runner
@@ -39,6 +40,7 @@ from flows.secrets import STORAGE_KEY_PAIR, export_storage_credentials
 from flows.settings import IngestSettings, RunSettings
 from flows.storage.status import output_status, status_lines
 from flows.summary import RunSummary, summary_markdown, summary_rows
+from flows.untrusted import markdown_text, printable
 
 SUMMARY_ARTIFACT = "talktime-run-summary"
 TABLE_ARTIFACT = "talktime-run-table"
@@ -151,8 +153,11 @@ def _run(
 ) -> RunSummary | State:
     """A flow's body (`poll` or `ingest`) with its batch tasks submitted where the settings say, watched
     by a progress artifact (and the CLI's bar); then its report, or one line and a Failed run."""
-    watch = Watchers([ArtifactWatcher(label), *terminal_watchers()])
+    global _finished
+    _finished = None
+    forget_unreachable()
     log = get_run_logger()
+    watch = Watchers([ArtifactWatcher(label, log), *terminal_watchers()])
     try:
         with batch_runner(settings, batch_task, log) as submit:
             summary = body(settings, lambda spec: _Unrefused(submit(spec)), log, watch)
@@ -161,10 +166,20 @@ def _run(
     return _report(summary, settings.out)
 
 
+# The summary of the last flow run of this process that got to its report (its data committed): what the
+# CLI prints when the flow run's end cannot be told to Prefect (`finished_summary`).
+_finished: RunSummary | None = None
+
+
+def finished_summary() -> RunSummary | None:
+    """The summary of this process's last flow run that got to its report, or None."""
+    return _finished
+
+
 def _refused(exc: PipelineError) -> State:
     """A configuration, credential or storage error: one line in the log and a Failed run, no traceback."""
-    _refusal_logger().error("talktime: error: %s", exc)
-    return Failed(message=str(exc), data=scrubbed(exc))
+    _refusal_logger().error("talktime: error: %s", printable(str(exc)))
+    return Failed(message=printable(str(exc)), data=scrubbed(exc))
 
 
 def _report(summary: RunSummary, out: str) -> RunSummary | State:
@@ -177,10 +192,20 @@ def _report(summary: RunSummary, out: str) -> RunSummary | State:
     for line in summary.lines():
         log.info("this run: %s", line)
     for line in [] if summary.dataset is None else status_lines(summary.dataset):
-        log.info("the output: %s", line)
-    create_markdown_artifact(markdown=summary_markdown(summary, out), key=SUMMARY_ARTIFACT)
-    create_table_artifact(table=summary_rows(summary), key=TABLE_ARTIFACT, description=f"talktime: {out}")
+        log.info("the output: %s", printable(line))
+    global _finished
+    _finished = summary  # for the caller, should Prefect's API be gone when the flow run ends
+    markdown, rows = summary_markdown(summary, out), summary_rows(summary)
+    description = f"talktime: {markdown_text(out)}"
+    call_prefect("summary artifact", lambda: create_markdown_artifact(markdown=markdown, key=SUMMARY_ARTIFACT), log)
+    call_prefect(
+        "table artifact",
+        lambda: create_table_artifact(table=rows, key=TABLE_ARTIFACT, description=description),
+        log,
+    )
+    if prefect_unreachable():  # the data is committed: telling Prefect the end must not take minutes
+        stop_retrying_prefect()
     if summary.failure:
-        log.error("the run failed: %s", summary.failure)
-        return Failed(message=summary.failure, data=summary)
+        log.error("the run failed: %s", printable(summary.failure))
+        return Failed(message=printable(summary.failure), data=summary)
     return summary

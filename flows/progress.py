@@ -72,16 +72,23 @@ def percent(summary: RunSummary) -> float:
 
 
 class ArtifactWatcher:
-    """Prefect's progress artifact of the flow run, updated after each batch."""
+    """Prefect's progress artifact of the flow run, updated after each batch; each call bounded
+    (`flows.prefect_calls`): when Prefect's API goes away, the updates stop, the run goes on."""
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, log: Any = None) -> None:
         self._description = description
         self._artifact_id: object = None
+        self._log = log
 
     def started(self, unit: str, total: int) -> None:
         from prefect.artifacts import create_progress_artifact
 
-        self._artifact_id = create_progress_artifact(progress=0.0, description=f"{self._description}: {total} {unit}")
+        from flows.prefect_calls import call_prefect
+
+        description = f"{self._description}: {total} {unit}"
+        self._artifact_id = call_prefect(
+            "progress artifact", lambda: create_progress_artifact(progress=0.0, description=description), self._log
+        )
 
     def advanced(self, summary: RunSummary) -> None:
         self._update(summary)
@@ -92,8 +99,15 @@ class ArtifactWatcher:
     def _update(self, summary: RunSummary) -> None:
         from prefect.artifacts import update_progress_artifact
 
-        if self._artifact_id is not None:
-            update_progress_artifact(self._artifact_id, progress=round(percent(summary), 1))  # type: ignore[arg-type]
+        from flows.prefect_calls import call_prefect
+
+        artifact_id, progress = self._artifact_id, round(percent(summary), 1)
+        if artifact_id is not None:
+            call_prefect(
+                "progress update",
+                lambda: update_progress_artifact(artifact_id, progress=progress),  # type: ignore[arg-type]
+                self._log,
+            )
 
 
 def _eta_column() -> Any:

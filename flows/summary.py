@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from flows.untrusted import CODE_MAX_CHARS, bound, markdown_text, printable
+
 if TYPE_CHECKING:
     from flows.storage.status import OutputStatus
 
@@ -136,11 +138,12 @@ class RunSummary:
         }
 
     def lines(self) -> list[str]:
-        """The run in a few readable lines (the flow's log; never transcript text)."""
+        """The run in a few readable lines (the flow's log; never transcript text), each printable."""
         statuses = ", ".join(f"{status} {n}" for status, n in sorted(self.statuses.items())) or "none"
         lines = [f"outcomes of {self.ids} ids: {statuses}"]
         if self.error_codes:
-            lines.append("error codes: " + ", ".join(f"{c} {n}" for c, n in self.error_codes.most_common()))
+            codes = self.error_codes.most_common()
+            lines.append("error codes: " + ", ".join(f"{printable(c, CODE_MAX_CHARS)} {n}" for c, n in codes))
         lines.append(f"{ROWS_WRITTEN}: " + ", ".join(f"{t} {self.rows.get(t, 0)}" for t in TABLE_NAMES))
         retries = ", ".join(f"{c} {n}" for c, n in sorted(self.retries.items())) or "none"
         lines.append(f"{self.batches} batches, {self.requests} requests, retries: {retries}")
@@ -152,36 +155,40 @@ class RunSummary:
             lines.append(f"stopped early: {self.stopped_early}")
         if self.seconds is not None:
             lines.append(f"duration: {self.seconds:.1f} s")
-        return lines
+        return [printable(line) for line in lines]
 
 
 def summary_markdown(summary: RunSummary, out: str) -> str:
-    """The run summary as the Markdown of a Prefect artifact: this run, then the whole output."""
+    """The run summary as the Markdown of a Prefect artifact: this run, then the whole output; every
+    text in it literal (`markdown_text`: no image, link, HTML or code span can come from the data)."""
     from flows.storage.status import status_lines
 
-    failed = f"**Failed:** {summary.failure}\n\n" if summary.failure else ""
-    run = "\n".join(f"- {line}" for line in summary.lines())
-    dataset = "" if summary.dataset is None else "\n".join(f"- {line}" for line in status_lines(summary.dataset))
+    failed = f"**Failed:** {markdown_text(summary.failure)}\n\n" if summary.failure else ""
+    run = "\n".join(f"- {markdown_text(line)}" for line in summary.lines())
+    lines = [] if summary.dataset is None else status_lines(summary.dataset)
+    dataset = "\n".join(f"- {markdown_text(line)}" for line in lines)
     talk = (
         ""
         if summary.dataset is None or summary.dataset.talk_by_speaker is None
         else "\n\n" + _markdown_table(summary.dataset.talk_by_speaker)
     )
     whole = f"\n\n## The whole output\n\n{dataset}{talk}" if dataset else ""
-    return f"# talktime run\n\nOutput: `{out}`\n\n{failed}## This run\n\n{run}{whole}\n"
+    return f"# talktime run\n\nOutput: {markdown_text(out)}\n\n{failed}## This run\n\n{run}{whole}\n"
 
 
 def summary_rows(summary: RunSummary) -> list[dict[str, object]]:
-    """The end-of-run table artifact: one row per figure (section, name, value)."""
+    """The end-of-run table artifact: one row per figure (section, name, value); text escaped as in
+    the Markdown artifact (`markdown_text`)."""
     rows: list[dict[str, object]] = []
 
     def add(section: str, name: str, value: object) -> None:
-        rows.append({"section": section, "name": name, "value": value})
+        shown = markdown_text(value) if isinstance(value, str) else value
+        rows.append({"section": section, "name": markdown_text(name), "value": shown})
 
     for status, n in sorted(summary.statuses.items()):
         add("outcomes (this run)", status, n)
     for code, n in summary.error_codes.most_common():
-        add("error codes (this run)", code, n)
+        add("error codes (this run)", bound(code, CODE_MAX_CHARS), n)
     for table in TABLE_NAMES:
         add(ROWS_WRITTEN, table, summary.rows.get(table, 0))
     add("run", "batches", summary.batches)
@@ -218,7 +225,7 @@ def _markdown_table(frame: pl.DataFrame) -> str:
 
 
 def _cell(value: object) -> str:
-    return "" if value is None else str(value).replace("|", "\\|")
+    return "" if value is None else markdown_text(str(value))
 
 
 def print_summary(summary: RunSummary, out: str) -> None:

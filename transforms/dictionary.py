@@ -100,12 +100,16 @@ _COLUMN_TEXT: dict[str, dict[str, _Text]] = {
             "for `succeeded` and `ongoing`, and for `not_found` without a code",
             "`failed`: the code in the vendor's payload, as text; `not_found`: the error body's `code`; `error`: "
             "talktime's reason (`invalid_id`, `retries_exhausted`, `malformed_response`, `id_mismatch`, "
-            "`response_too_large`) or the API's `code` / `http_<status>`; `expired`: `expired`.",
+            "`response_too_large`) or the API's `code` / `http_<status>`; `expired`: `expired`. At most 64 "
+            "characters of `[A-Za-z0-9_.:-]`: any other code from the API is stored as its first 55 such characters "
+            "(every run of other characters replaced by `_`), `~` and 8 hex digits of its SHA-256, so a code holds "
+            "`~` exactly when talktime changed it.",
         ),
         "error_message": _Text(
             "text",
             "when there is no error, or no message",
-            "The human message matching `error_code` (the vendor's for `failed`).",
+            "The human message matching `error_code` (the vendor's for `failed`): at most 1,000 characters (a "
+            "longer one is cut and ends with `…`), each run of control characters replaced by one space.",
         ),
         "error_payload": _Text(
             "JSON text", "unless `status` is `failed`", "The vendor's whole error payload as strict JSON, keys sorted."

@@ -15,6 +15,11 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_TASKS_DEFAULT_NO_CACHE", "true")
 # A fresh PREFECT_HOME migrates its database first: the default 20 s is too short on 2 cores.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# When Prefect's API goes away, each of the engine's calls is retried with a backoff of 2, 4, 8, 16,
+# 32 s by default: a run whose data was committed spent minutes telling a dead server its end. Two
+# retries (about 6 s) still ride out a server that is busy for a moment; 15 s per request.
+os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "2")
+os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", "15")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,13 +27,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Exit status: 0 done, 1 the run failed (stopped early, or too many ids ended in `error`; for
     `verify`, problems found), 2 a configuration, credential or storage error (one line on
-    stderr), 3 an unexpected error (its type and place; `--debug` shows the traceback), 130
-    interrupted.
+    stderr), 3 an unexpected error (its type and place; `--debug` shows the traceback), 4 the
+    run's data is committed but Prefect's API went away before the run's end could be recorded
+    there (one line on stderr), 130 interrupted.
     """
     parser: argparse.ArgumentParser = build_parser()
     args = parser.parse_args(argv)
     configure_console(args)  # before anything imports prefect
     from flows.errors import PipelineError, WithheldError, raised_at
+    from flows.untrusted import printable
 
     try:
         return COMMANDS[args.command](args)
@@ -37,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         if getattr(args, "debug", False):
             raise
-        print(f"talktime: error: {exc}", file=sys.stderr)
+        print(f"talktime: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:
         if getattr(args, "debug", False):

@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # imported where used: `talktime --version` and `--help` impo
     from flows.emulator.app import Faults
     from flows.emulator.oauth import OAuthServer
     from flows.storage.verify import Check
+    from flows.summary import RunSummary
     from flows.webhook.receiver import ReceiverLimits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -569,7 +570,7 @@ def _run(args: argparse.Namespace, announce: bool) -> State:
     _prepare_prefect(announce)
     from flows.pipeline import run_flow
 
-    return run_flow(settings, return_state=True)
+    return _ended(lambda: run_flow(settings, return_state=True))
 
 
 def _prepare_prefect(announce: bool) -> None:
@@ -592,6 +593,7 @@ def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
     A configuration, credential or storage error found inside the flow is raised (exit 2).
     """
     from flows.summary import RunSummary, print_summary
+    from flows.untrusted import printable
 
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
@@ -605,13 +607,93 @@ def _outcome(state: State, args: argparse.Namespace, out: str) -> int:
     else:
         print_summary(result, out)
     if result.failure:
-        print(f"talktime: the run failed: {result.failure}", file=sys.stderr)
+        print(f"talktime: the run failed: {printable(result.failure)}", file=sys.stderr)
         return 1
     return 0
 
 
+EXIT_PREFECT_GONE = 4
+PREFECT_DRAIN_S = 10.0  # how long Prefect's log and event workers get to give up, once its API is gone
+
+
+class PrefectGoneError(Exception):
+    """The flow's body ended (its data committed) but Prefect's API could not be told the run's end."""
+
+    def __init__(self, summary: RunSummary, cause: str) -> None:
+        super().__init__(cause)
+        self.summary = summary
+        self.cause = cause
+
+
+def _ended(flow_call: Callable[[], State]) -> State:
+    """The flow's final state; PrefectGoneError when its body ended but Prefect's API was gone at the end."""
+    import httpx
+
+    from flows.pipeline import finished_summary
+
+    try:
+        return flow_call()
+    except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+        summary = finished_summary()
+        if summary is None:
+            raise
+        raise PrefectGoneError(summary, _api_cause(exc)) from None
+
+
+def _api_cause(exc: Exception) -> str:
+    """What went wrong with Prefect's API, by host and port (never a path, a query or a key)."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    from flows.api.reply import network_cause
+    from flows.cli.prefect_server import shown_url
+
+    url = get_current_settings().api.url or ""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} from {shown_url(url)}"
+    return network_cause(exc, url) if isinstance(exc, httpx.TransportError) else type(exc).__name__
+
+
+def _prefect_gone(gone: PrefectGoneError, args: argparse.Namespace, out: str) -> int:
+    """The run's summary as usual, then one line: the data is committed, Prefect was not told (exit 4).
+
+    Prefect's log and event workers are given a few seconds to give up first, so that the process
+    does not wait on them at exit; their complaints about the API (`--- Error logging to API ---`,
+    printed without a line end) are silenced from here on: the line below says it once."""
+    import logging
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.summary import print_summary
+    from flows.untrusted import printable
+
+    summary = gone.summary
+    logging.raiseExceptions = False  # Prefect's log worker writes its failures to stderr only when True
+    print(file=sys.stderr)  # after a complaint printed without a line end
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=PREFECT_DRAIN_S)
+    if getattr(args, "json", False):
+        print(json.dumps({"out": out, "state": "UNKNOWN", "prefect": gone.cause, **summary.as_dict()}, default=str))
+    elif not getattr(args, "quiet", False):
+        print_summary(summary, out)
+    if summary.failure:
+        print(f"talktime: the run failed: {printable(summary.failure)}", file=sys.stderr)
+    print(
+        f"talktime: the data is committed ({summary.ids} ids) in {printable(out)}, but Prefect's API could not "
+        f"be told the run's end ({printable(gone.cause)}): its flow run may show RUNNING there until marked "
+        "otherwise",
+        file=sys.stderr,
+    )
+    return EXIT_PREFECT_GONE
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    return _outcome(_run(args, _announces(args)), args, str(args.out))
+    try:
+        state = _run(args, _announces(args))
+    except PrefectGoneError as gone:
+        return _prefect_gone(gone, args, str(args.out))
+    return _outcome(state, args, str(args.out))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -624,7 +706,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     _prepare_prefect(_announces(args))
     from flows.pipeline import ingest_flow
 
-    return _outcome(ingest_flow(settings, return_state=True), args, str(args.out))
+    try:
+        state = _ended(lambda: ingest_flow(settings, return_state=True))
+    except PrefectGoneError as gone:
+        return _prefect_gone(gone, args, str(args.out))
+    return _outcome(state, args, str(args.out))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -708,12 +794,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.storage.status import output_status, status_dict, status_lines
+    from flows.untrusted import printable
 
     status = output_status(str(args.out), expire_after_s=args.expire_after)
     if args.json:
         print(json.dumps(status_dict(status), default=str))
     else:
-        print("\n".join(status_lines(status)))
+        print("\n".join(printable(line) for line in status_lines(status)))
     return 0
 
 

@@ -66,6 +66,8 @@ class EmulatorConfig:
     """What the emulator serves and how it misbehaves."""
 
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A fixed answer per id (lower-case), served instead of `responses`: (HTTP status, JSON body).
+    answers: dict[str, tuple[int, Any]] = field(default_factory=dict)
     api_key: str = DEFAULT_API_KEY
     ongoing_polls: int = 0
     ongoing_seconds: float = 0.0
@@ -156,6 +158,10 @@ class EmulatorApp:
     async def _answer(self, send: Send, raw_id: str, key: str, dialect: str) -> None:
         if not is_uuid(raw_id):
             await send_json(send, 400, {"code": "invalid_id", "message": "id is not a UUID"})
+            return
+        if key in self.config.answers:
+            status, body = self.config.answers[key]
+            await send_json(send, status, body)
             return
         record = self.config.responses.get(key)
         if record is None:

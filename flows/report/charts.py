@@ -8,6 +8,8 @@ import altair as alt
 import polars as pl
 import vl_convert as vlc
 
+from flows.untrusted import printable
+
 WIDTH = 560
 HEIGHT = 180
 BAR = "#4c78a8"
@@ -25,12 +27,31 @@ AltChart = Any
 SPEAKER_COLORS = {"doctor": "#4c78a8", "patient": "#f58518", "unspecified": "#9d9d9d"}
 
 
+LABEL_MAX_CHARS = 200  # any text handed to vl-convert (a label, a title, a data value)
+
+
 def svg(chart: AltChart) -> str:
-    """The chart as an inline `<svg>` element (no script, no external reference)."""
-    spec: dict[str, Any] = chart.to_dict()
+    """The chart as an inline `<svg>` element (no script, no external reference).
+
+    Every string of the spec is made printable and bounded first (`printable_spec`): vl-convert
+    panics on some control characters, and a label of megabytes takes minutes to lay out.
+    """
+    spec: dict[str, Any] = printable_spec(chart.to_dict())
     spec.pop("$schema", None)
     text = str(vlc.vegalite_to_svg(spec))
     return text[text.index("<svg") :]
+
+
+def printable_spec(value: Any) -> Any:
+    """A Vega-Lite spec with every string (keys and values, at any depth) `printable` and at most
+    LABEL_MAX_CHARS characters."""
+    if isinstance(value, str):
+        return printable(value, LABEL_MAX_CHARS)
+    if isinstance(value, dict):
+        return {printable_spec(k): printable_spec(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable_spec(v) for v in value]
+    return value
 
 
 def _values(frame: pl.DataFrame) -> alt.InlineData:

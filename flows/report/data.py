@@ -16,6 +16,7 @@ import polars as pl
 from flows.errors import ConfigurationError
 from flows.storage.reader import read_table
 from flows.storage.status import OutputStatus
+from flows.untrusted import api_code
 
 SUCCEEDED = "succeeded"
 TIMELINE_COLUMNS = ("transcription_id", "speaker", "start_time_ms", "end_time_ms")
@@ -48,6 +49,7 @@ class ReportData:
 def load(status: OutputStatus, out: str, timeline: list[str]) -> ReportData:
     """Read the output at `out` (already checked by `output_status`); ConfigurationError for an unknown id."""
     transcriptions = read_table(out, "transcriptions").drop("error_message", "error_payload", strict=False)
+    transcriptions = stored_codes(transcriptions)
     metrics = read_table(out, "speaker_metrics")
     ok = transcriptions.filter(pl.col("status") == SUCCEEDED).select("transcription_id")
     metrics = metrics.join(ok, on="transcription_id", how="semi")
@@ -63,6 +65,14 @@ def load(status: OutputStatus, out: str, timeline: list[str]) -> ReportData:
     if data.timeline_ids:
         data.items = read_items(out, data.timeline_ids)
     return data
+
+
+def stored_codes(transcriptions: pl.DataFrame) -> pl.DataFrame:
+    """`error_code` as talktime stores it now (`flows.untrusted.api_code`), also in rows written before
+    that rule: a code of megabytes or with control characters is never plotted as it came."""
+    codes = transcriptions["error_code"].drop_nulls().unique().to_list()
+    changed = {code: api_code(code) for code in codes if api_code(code) != code}
+    return transcriptions.with_columns(pl.col("error_code").replace(changed)) if changed else transcriptions
 
 
 def _timeline_ids(data: ReportData, asked: list[str]) -> list[str]:

@@ -28,6 +28,7 @@ from flows.report.data import (
     quantiles,
 )
 from flows.storage.status import output_status
+from flows.untrusted import printable
 from transforms.schemas import SCHEMA_VERSION
 
 CSS = """
@@ -123,6 +124,11 @@ def _median(values: pl.Series, label: str) -> dict[str, Any]:
     return {"median": value, "median_label": "median " + label.format(value)}
 
 
+def _text(value: str) -> str:
+    """Text for the page: control characters written as escapes (`printable`), then HTML-escaped."""
+    return html.escape(printable(value))
+
+
 # --- sections ----------------------------------------------------------------------------------
 
 
@@ -177,7 +183,7 @@ def _speaker_bins(frame: pl.DataFrame, column: str, upper: float, bins: int) -> 
 def _quantile_table(summary: pl.DataFrame, unit: str, digits: int = 0) -> str:
     head = f"<tr><th>speaker</th><th>n</th><th>p10 ({unit})</th><th>median</th><th>p90</th></tr>"
     rows = "".join(
-        f"<tr><td>{html.escape(str(s))}</td><td>{n:,}</td><td>{p10:,.{digits}f}</td><td>{med:,.{digits}f}</td>"
+        f"<tr><td>{_text(str(s))}</td><td>{n:,}</td><td>{p10:,.{digits}f}</td><td>{med:,.{digits}f}</td>"
         f"<td>{p90:,.{digits}f}</td></tr>"
         for s, p10, med, p90, n in summary.select("speaker", "p10", "median", "p90", "n").iter_rows()
     )
@@ -336,7 +342,7 @@ def _timelines(data: ReportData) -> Section:
     for tid in data.timeline_ids:
         own = items.filter(pl.col("transcription_id") == tid).sort("start_time_ms", "end_time_ms")
         if own.is_empty():
-            notes.append(f"{html.escape(tid)}: no valid item to draw.")
+            notes.append(f"{_text(tid)}: no valid item to draw.")
             continue
         shown = own.head(MAX_TIMELINE_ITEMS).select(
             "speaker",
@@ -380,8 +386,8 @@ def _header(data: ReportData) -> str:
         rows.append(
             ("ledger", {"rebuilt": "rebuilt in memory from the data files", "none": "none yet"}[status.ledger_state])
         )
-    body = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in status.notes)
+    body = "".join(f"<dt>{_text(k)}</dt><dd>{_text(v)}</dd>" for k, v in rows)
+    notes = "".join(f'<p class="note">{_text(n)}</p>' for n in status.notes)
     empty = (
         ""
         if ok.height
@@ -406,7 +412,7 @@ def _version() -> str:
 
 
 def _section(section: Section) -> str:
-    parts = [f'<section class="chart" id="{section.key}"><h2>{html.escape(section.title)}</h2>']
+    parts = [f'<section class="chart" id="{section.key}"><h2>{_text(section.title)}</h2>']
     if section.note:
         parts.append(f'<p class="note">{section.note}</p>')
     parts += [f'<div class="figure">{svg}</div>' for svg in section.svgs]
@@ -421,7 +427,7 @@ def _page(data: ReportData, sections: list[Section]) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>talktime report — {html.escape(data.status.out)}</title><style>{CSS}</style></head><body>"
+        f"<title>talktime report — {_text(data.status.out)}</title><style>{CSS}</style></head><body>"
         + _header(data)
         + "".join(_section(section) for section in sections)
         + "</body></html>\n"
