@@ -9,6 +9,7 @@
     _talktime/commits/{batch}.json                            commit records (the commit points)
     _talktime/lease.json                                      the one writer's lease
     _talktime/quarantine/                                     unreadable files set aside by a repair
+    _talktime/policy.json                                     the output's text policy, recorded by its first writer
 
 A data file's `file_id` is the batch that wrote it, or, for a file whose rows moved (a supersede
 or a compaction rewrote them), a fresh id of the same form: ids sort by creation time, so an
@@ -30,6 +31,7 @@ COMMITS = f"{INTERNAL}/commits"
 STAGING = f"{INTERNAL}/staging"
 RUNS = f"{INTERNAL}/runs"  # written by releases before the ledger log: removed on recovery
 QUARANTINE = f"{INTERNAL}/quarantine"
+POLICY = f"{INTERNAL}/policy.json"
 
 _FILE_ID = re.compile(r"/part-([^/]+)\.parquet$")
 _DATE = re.compile(rf"/{PARTITION}=([^/]+)/")
