@@ -25,7 +25,8 @@ from flows.storage.commit import new_batch_id, stage_tables
 from flows.storage.dataset import StagedFiles, prior_statuses
 from flows.storage.ledger import POLLED_SCHEMA, final_expr
 from flows.storage.store import Store
-from flows.transform import Decoded, build_tables, decode_outcomes
+from flows.textpolicy import text_policy
+from flows.transform import KEEP_TEXT, Decoded, TextPolicy, build_tables, decode_outcomes
 
 TALK_SCHEMA = pl.Schema({"speaker": pl.String(), "talk_time_ms": pl.Int64()})
 
@@ -76,8 +77,9 @@ def fetch_batch(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
     """Poll each id of the batch once, then transform and stage what changed."""
     started = time.monotonic()
     stats = FetchStats()
+    text = text_policy(settings)  # the key of `hash` is read here, in the task's own process
     outcomes, down = fetcher_for(settings).fetch_many(list(spec.ids), stats)
-    staged = settle(settings.out, spec, decode_polled(outcomes, datetime.now(UTC)))
+    staged = settle(settings.out, spec, decode_polled(outcomes, datetime.now(UTC)), text)
     stopped = None if down is None else str(down)
     return dataclasses.replace(
         staged,
@@ -91,18 +93,20 @@ def fetch_batch(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
 def read_batch(settings: IngestSettings, spec: BatchSpec) -> StagedBatch:
     """Read the batch's slice of the inputs, then transform and stage what changed."""
     started = time.monotonic()
+    text = text_policy(settings)
     decoded, skipped = decode_records(list(read_slice(spec.segments)), datetime.now(UTC))
-    staged = settle(settings.out, spec, decoded)
+    staged = settle(settings.out, spec, decoded, text)
     return dataclasses.replace(staged, skipped=tuple(skipped), seconds=time.monotonic() - started)
 
 
-def stage_outcomes(out: str, spec: BatchSpec, outcomes: list[Outcome]) -> StagedBatch:
-    """Outcomes the flow made itself (expirations) -> staged like any batch."""
-    return settle(out, spec, decode_outcomes(outcomes))
+def stage_outcomes(out: str, spec: BatchSpec, outcomes: list[Outcome], text: TextPolicy = KEEP_TEXT) -> StagedBatch:
+    """Outcomes the flow made itself (expirations: no items, so no text) -> staged like any batch."""
+    return settle(out, spec, decode_outcomes(outcomes), text)
 
 
-def settle(out: str, spec: BatchSpec, decoded: Decoded) -> StagedBatch:
-    """Skip ids final before the run, write those whose status changed, stage their tables."""
+def settle(out: str, spec: BatchSpec, decoded: Decoded, text: TextPolicy = KEEP_TEXT) -> StagedBatch:
+    """Skip ids final before the run, write those whose status changed, stage their tables (their text
+    as the output's policy says: the metrics are computed before it is applied)."""
     responses = decoded.responses.select("transcription_id", "status", "error_code")
     if spec.repoll:
         prior = responses.select(
@@ -131,7 +135,7 @@ def settle(out: str, spec: BatchSpec, decoded: Decoded) -> StagedBatch:
         (pl.col("status").ne_missing(pl.col("prior")) | pl.col("refetched").fill_null(False)).alias("written"),
     ).cast(dict(POLLED_SCHEMA))  # type: ignore[arg-type]
     errors = counted.filter(pl.col("status") == "error")["error_code"].fill_null("unknown").value_counts()
-    tables = build_tables(decoded.only(polled.filter("written")["transcription_id"]))
+    tables = build_tables(decoded.only(polled.filter("written")["transcription_id"]), text=text)
     rows = stage_tables(Store(out), spec.batch_id, tables)
     talk = tables["speaker_metrics"].group_by("speaker").agg(pl.col("talk_time_ms").sum()).cast(dict(TALK_SCHEMA))  # type: ignore[arg-type]
     files = StagedFiles(spec.batch_id, spec.fetched_date, rows)

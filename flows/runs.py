@@ -22,6 +22,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from flows.api.budget import open_budget
 from flows.api.service import close_fetchers, fetcher_for
 from flows.batch import BatchSpec, StagedBatch, stage_outcomes
+from flows.cleanup import input_cleanup
 from flows.errors import ConfigurationError, TransientStorageError
 from flows.inflight import Future, Repolls, run_batches
 from flows.inputs import plan_slices, read_ids, segments_bytes
@@ -34,6 +35,7 @@ from flows.storage.compact import compact_written
 from flows.storage.dataset import Dataset
 from flows.storage.ledger import NEVER_SENT, plan_run
 from flows.summary import RunSummary
+from flows.textpolicy import open_text_policy
 
 Submit = Callable[[BatchSpec], Future]
 COMMIT_ATTEMPTS = 3
@@ -149,6 +151,7 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
     run = Run(settings.out, log, watch)
     summary = RunSummary()
     try:
+        open_text_policy(run.dataset.store, settings)  # recorded by the output's first run, else compared
         now = datetime.now(UTC)
         expire_after = timedelta(seconds=settings.expire_after_s)
         plan = plan_run(run.dataset.plan_rows(ids), ids, now, expire_after, settings.refetch)
@@ -272,16 +275,23 @@ def ingest(settings: IngestSettings, submit: Submit, log: Any, watch: Watcher | 
     """The body of `talktime ingest`: read the inputs slice by slice, in batches in flight."""
     slices = list(plan_slices(settings.inputs, settings.batch_size))  # byte ranges only: nothing decoded
     asyncio.run(export_storage_credentials(settings.out, settings.storage_secret_prefix))
+    cleanup = input_cleanup(settings.delete_after_commit, slices, log)
     run = Run(settings.out, log, watch)
     summary = RunSummary(unit="bytes")
     try:
+        open_text_policy(run.dataset.store, settings)  # recorded by the output's first run, else compared
         summary.total_units = sum(segments_bytes(chunk) for chunk in slices)
         run.watch.started("bytes", summary.total_units)
         specs = (
             run.spec(f"read-{n}-of-{len(slices)}", segments_bytes(chunk), segments=chunk)
             for n, chunk in enumerate(slices, start=1)
         )
-        run_batches(specs, submit, lambda staged: run.commit(staged, summary), in_flight=settings.in_flight)
+
+        def commit(staged: StagedBatch) -> None:
+            run.commit(staged, summary)
+            cleanup.committed(staged)  # --delete-after-commit: the files whose every record is committed
+
+        run_batches(specs, submit, commit, in_flight=settings.in_flight)
         summary.failure = ingest_failure(summary)
     finally:
         run.close(tidy=sys.exc_info()[0] is None)

@@ -36,6 +36,7 @@ DEFAULT_MAX_ERROR_SHARE = 0.1
 DEFAULT_API_KEY_SECRET = "talktime-api-key"
 DEFAULT_PRIVATE_KEY_SECRET = "talktime-oauth-private-key"
 DEFAULT_STORAGE_SECRET_PREFIX = "talktime-s3"
+DEFAULT_TEXT_KEY_SECRET = "talktime-text-hmac-key"
 
 
 RefetchStatus = Literal["succeeded", "failed", "not_found", "expired", "forgotten"]
@@ -81,6 +82,15 @@ class _Settings(BaseModel):
         None,
         description="scheduler of an existing Dask cluster (tcp://HOST:PORT) for task_runner dask; "
         "none: a LocalCluster sized to this machine",
+    )
+    text_policy: Literal["keep", "drop", "hash"] = Field(
+        "keep",
+        description="what the item tables keep of transcript text: keep it, drop it (null), or hash it "
+        "(HMAC-SHA256 under the key in the text_key_secret block or TALKTIME_TEXT_HMAC_KEY); recorded by "
+        "the output's first run, and a later run asking for another is refused. Metrics are the same either way",
+    )
+    text_key_secret: str = Field(
+        DEFAULT_TEXT_KEY_SECRET, description="Secret block holding the key of text_policy hash"
     )
 
     @model_validator(mode="after")
@@ -151,4 +161,9 @@ class IngestSettings(_Settings):
     batch_size: int = Field(DEFAULT_INGEST_BATCH_SIZE, ge=1, description="records per batch (one task, one commit)")
     in_flight: int = Field(
         DEFAULT_INGEST_IN_FLIGHT, ge=1, description="batches read and transformed ahead of the commit"
+    )
+    delete_after_commit: bool = Field(
+        False,
+        description="delete each input file once every record of it is committed (a file with an unreadable "
+        "record, or that grew while being read, is kept)",
     )

@@ -7,18 +7,30 @@ JSON kind, and the raw JSON of the items that will be rejected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from flows.outcomes import Outcome, responses_frame, transcripts_of
-from transforms.flatten import flatten_transcripts, raw_items_json
+from transforms.flatten import LANDED_HASH_FIELD, flatten_transcripts, raw_items_json
 from transforms.metrics import speaker_metrics
 from transforms.pipeline import collect_tables, item_tables, rejected_keys
 from transforms.schemas import RESPONSES, SORT_KEYS, conform
+from transforms.text import TextPolicyName, apply_text_policy
 from transforms.transcriptions import transcription_metrics
 
 RAW_JSON_SCHEMA = pl.Schema({"transcription_id": pl.String(), "item_index": pl.Int32(), "raw_item": pl.String()})
+
+
+@dataclass(frozen=True)
+class TextPolicy:
+    """What the item tables keep of the text (transforms.text): `keep`, `drop`, or `hash` with its key."""
+
+    name: TextPolicyName = "keep"
+    key: bytes | None = field(default=None, repr=False)
+
+
+KEEP_TEXT = TextPolicy()
 
 
 @dataclass(frozen=True)
@@ -46,20 +58,23 @@ def decode_outcomes(outcomes: list[Outcome]) -> Decoded:
 TRANSFORM_CHUNK = 250  # transcriptions per metrics pass: ~55k items, ~230 MiB at the peak
 
 
-def build_tables(decoded: Decoded, *, chunk: int = TRANSFORM_CHUNK) -> dict[str, pl.DataFrame]:
-    """The four tables of a decoded batch, sorted for writing, computed `chunk` transcriptions at a time.
+def build_tables(
+    decoded: Decoded, *, chunk: int = TRANSFORM_CHUNK, text: TextPolicy = KEEP_TEXT
+) -> dict[str, pl.DataFrame]:
+    """The four tables of a decoded batch, sorted for writing, computed `chunk` transcriptions at a time,
+    their text as the output's `text` policy says (applied after every metric is computed).
 
     The metrics' working memory is several times their input; chunking bounds it whatever the
     batch's size, so batches can be large (fewer tasks and commits) without memory growing.
     """
     ids = decoded.responses["transcription_id"]
     if ids.len() <= chunk:
-        return _tables(decoded)
-    parts = [_tables(decoded.only(ids.slice(start, chunk))) for start in range(0, ids.len(), chunk)]
+        return _tables(decoded, text)
+    parts = [_tables(decoded.only(ids.slice(start, chunk)), text) for start in range(0, ids.len(), chunk)]
     return {name: pl.concat([part[name] for part in parts]).sort(*SORT_KEYS[name]) for name in parts[0]}
 
 
-def _tables(decoded: Decoded) -> dict[str, pl.DataFrame]:
+def _tables(decoded: Decoded, text: TextPolicy) -> dict[str, pl.DataFrame]:
     items = collect_tables(item_tables(decoded.raw_items.lazy(), decoded.raw_json.lazy()))
     items_lazy, rejected_lazy = items["transcript_items"].lazy(), items["rejected_items"].lazy()
     # Collected stage by stage: polars would otherwise recompute speaker metrics for transcriptions.
@@ -67,9 +82,17 @@ def _tables(decoded: Decoded) -> dict[str, pl.DataFrame]:
     responses = conform(decoded.responses.lazy(), RESPONSES)
     transcriptions = transcription_metrics(responses, items_lazy, rejected_lazy, speakers.lazy()).collect()
     tables = {"transcriptions": transcriptions, "speaker_metrics": speakers, **items}
+    tables = apply_text_policy(tables, text.name, text.key, _landed_hashes(decoded) if text.name == "hash" else None)
     return {name: frame.sort(*SORT_KEYS[name]) for name, frame in tables.items()}
 
 
-def transform_outcomes(outcomes: list[Outcome]) -> dict[str, pl.DataFrame]:
+def _landed_hashes(decoded: Decoded) -> pl.DataFrame:
+    """The hashes a webhook landing kept of the texts it replaced by their shape (transforms.text)."""
+    return decoded.raw_items.filter(pl.col(f"{LANDED_HASH_FIELD}__kind") == "string").select(
+        "transcription_id", "item_index", LANDED_HASH_FIELD
+    )
+
+
+def transform_outcomes(outcomes: list[Outcome], text: TextPolicy = KEEP_TEXT) -> dict[str, pl.DataFrame]:
     """The four tables for a batch of outcomes."""
-    return build_tables(decode_outcomes(outcomes))
+    return build_tables(decode_outcomes(outcomes), text=text)

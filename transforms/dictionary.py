@@ -266,8 +266,10 @@ _COLUMN_TEXT: dict[str, dict[str, _Text]] = {
         ),
         "text": _Text(
             "text",
-            "when the item's text is absent or null",
-            "The transcribed text as received (a lone surrogate escape is repaired to U+FFFD).",
+            "when the item's text is absent or null, and always under the text policy `drop`",
+            "The transcribed text as received (a lone surrogate escape is repaired to U+FFFD), under the output's "
+            "text policy `keep`; under `hash`, the lower-case hex HMAC-SHA256 of that text under the output's key "
+            "(the same text gives the same hash within the output). Patient data: see the README.",
         ),
         "start_time_ms": _Text(
             "ms from the start of the audio",
@@ -297,7 +299,10 @@ _COLUMN_TEXT: dict[str, dict[str, _Text]] = {
         "raw_item": _Text(
             "JSON text",
             "only when the item's JSON was not given to the transform (never in what talktime run and ingest write)",
-            "The item as received, re-serialised as compact strict JSON (NaN and Infinity become `null`).",
+            "The item as received, re-serialised as compact strict JSON (NaN and Infinity become `null`), "
+            "under the text policy `keep`; under `drop` and `hash`, only its speaker and time members and its "
+            "`text` member as null (`drop`) or hashed like `transcript_items.text` (`hash`); an item that is not "
+            "an object is `null`.",
         ),
     },
 }

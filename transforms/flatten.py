@@ -20,7 +20,9 @@ import polars as pl
 
 from transforms.jsonvalues import HugeInt, strict_json
 
-RAW_STRING_FIELDS = ("speaker", "speaker_type", "text")
+# A webhook landing that hashed an item's text keeps its hash here (transforms.text).
+LANDED_HASH_FIELD = "talktime_text_hmac"
+RAW_STRING_FIELDS = ("speaker", "speaker_type", "text", LANDED_HASH_FIELD)
 RAW_INT_FIELDS = ("start_time_ms", "start_offset_ms", "end_time_ms", "end_offset_ms")
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

@@ -127,6 +127,20 @@ def _add_runner_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+TEXT_CHOICES = ("keep", "drop", "hash")
+
+
+def _add_text_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--text",
+        choices=TEXT_CHOICES,
+        default="keep",
+        help=f"what {what} keeps of transcript text (patient data): keep it, drop it, or hash it (HMAC-SHA256 "
+        "keyed with $TALKTIME_TEXT_HMAC_KEY or the Secret block 'talktime-text-hmac-key'); drop is recommended"
+        + ("; recorded by the output's first run, and another policy is refused later" if what == "the output" else ""),
+    )
+
+
 def _runner_settings(args: argparse.Namespace) -> dict[str, object]:
     runner = args.task_runner or ("dask" if args.dask_address else "threads")
     return {"task_runner": runner, "dask_address": args.dask_address}
@@ -306,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add("run", "poll the API for every id and write the datasets", (job,))
     _add_run_options(run)
+    _add_text_option(run, "the output")
     _add_runner_options(run)
 
     ing = add("ingest", "read saved responses or webhook events (no network)", (job,))
@@ -313,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--out", required=True, help="output directory")
     ing.add_argument("--batch-size", type=int, default=DEFAULT_INGEST_BATCH_SIZE, help="records per batch")
     ing.add_argument("--in-flight", type=int, default=DEFAULT_INGEST_IN_FLIGHT, help="batches read ahead of the commit")
+    _add_text_option(ing, "the output")
+    ing.add_argument(
+        "--delete-after-commit",
+        action="store_true",
+        help="delete each input file once every record of it is committed (crash-safe; a file with an "
+        "unreadable record, or that changed since it was read, is kept)",
+    )
     _add_runner_options(ing)
 
     forget = add(
@@ -393,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--port", type=int, default=8766, help="port to listen on")
     hook.add_argument("--landing", required=True, help="folder where events land as NDJSON files")
     hook.add_argument("--secret-env", required=True, help="name of the environment variable holding the secret")
+    _add_text_option(hook, "a landed event")
     hook.add_argument(
         "--max-body-mb", type=float, metavar="MB", help="refuse event bodies over this many MiB with 413 (default 16)"
     )
@@ -506,6 +529,7 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
         refetch=args.refetch,
         check_route=args.check_route,
         requests_limit=args.requests_limit,
+        text_policy=args.text,
         **_runner_settings(args),
     )
 
@@ -519,6 +543,8 @@ def ingest_settings(args: argparse.Namespace) -> IngestSettings:
             out=str(args.out),
             batch_size=args.batch_size,
             in_flight=args.in_flight,
+            text_policy=args.text,
+            delete_after_commit=args.delete_after_commit,
             **_runner_settings(args),
         )
     except ValidationError as exc:
@@ -546,6 +572,23 @@ def _check_output(out: str) -> None:
     check_readable(store)
 
 
+def _check_text_policy(settings: RunSettings | IngestSettings) -> None:
+    """One line before Prefect starts when a local output was recorded with another text policy (or, for
+    hash with the key in the environment, another key). The run checks again itself, also on S3."""
+    from flows.textpolicy import TEXT_KEY_ENV, text_key
+
+    key = (
+        text_key(settings.text_key_secret) if settings.text_policy == "hash" and os.environ.get(TEXT_KEY_ENV) else None
+    )
+    if "://" in settings.out or not Path(settings.out).is_dir():
+        return
+    from flows.storage.policy import check_policy
+    from flows.storage.store import Store
+    from transforms.text import key_id
+
+    check_policy(Store(settings.out), settings.text_policy, key_id(key) if key else None)
+
+
 def _check_runner(settings: RunSettings | IngestSettings) -> None:
     """Dask needs a Prefect server the workers share: say so before a temporary one starts."""
     if settings.task_runner == "dask":
@@ -566,6 +609,7 @@ def _run(args: argparse.Namespace, announce: bool) -> State:
     settings = run_settings(args)
     read_ids(settings.ids_file)  # a missing or unreadable manifest: one line now, not after Prefect starts
     _check_output(settings.out)
+    _check_text_policy(settings)
     _check_runner(settings)
     _prepare_prefect(announce)
     from flows.pipeline import run_flow
@@ -702,6 +746,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     settings = ingest_settings(args)
     next(plan_slices(settings.inputs, 1), None)  # a missing input: one line now, not after Prefect starts
     _check_output(settings.out)
+    _check_text_policy(settings)
     _check_runner(settings)
     _prepare_prefect(_announces(args))
     from flows.pipeline import ingest_flow
@@ -906,7 +951,14 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     if not secret:
         raise ConfigurationError(f"the webhook secret variable {args.secret_env} is not set")
     limits = webhook_limits(args)
-    app = WebhookApp(Path(args.landing), secret, limits=limits)
+    text_key = None
+    if args.text == "hash":
+        from flows.textpolicy import TEXT_KEY_ENV, text_key_from_environment
+
+        text_key = text_key_from_environment()
+        if text_key is None:
+            raise ConfigurationError(f"--text hash needs a key: set {TEXT_KEY_ENV} (16 characters at least)")
+    app = WebhookApp(Path(args.landing), secret, limits=limits, text=args.text, text_key=text_key)
     print(f"talktime webhook: landing events in {args.landing} from http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(limits))
     return 0

@@ -10,6 +10,7 @@
     _talktime/lease.json                                      the one writer's lease
     _talktime/quarantine/                                     unreadable files set aside by a repair
     _talktime/erasures/{commit}.json                          the erasure log of `talktime forget` (ids only)
+    _talktime/policy.json                                     the output's text policy, recorded by its first writer
 
 A data file's `file_id` is the batch that wrote it, or, for a file whose rows moved (a supersede
 or a compaction rewrote them), a fresh id of the same form: ids sort by creation time, so an
@@ -32,6 +33,7 @@ STAGING = f"{INTERNAL}/staging"
 RUNS = f"{INTERNAL}/runs"  # written by releases before the ledger log: removed on recovery
 QUARANTINE = f"{INTERNAL}/quarantine"
 ERASURES = f"{INTERNAL}/erasures"
+POLICY = f"{INTERNAL}/policy.json"
 
 _FILE_ID = re.compile(r"/part-([^/]+)\.parquet$")
 _DATE = re.compile(rf"/{PARTITION}=([^/]+)/")

@@ -31,6 +31,7 @@ from flows.jsontext import JsonError, has_lone_surrogate, loads, strict_json
 from flows.outcomes import EnvelopeError, is_uuid, outcome_from_response
 from flows.storage.store import fsync_directory
 from transforms.jsonvalues import HugeInt
+from transforms.text import TextPolicyName, landed_items
 
 MAX_AGE_S = 300.0
 EVENT_TYPES = ("transcribe_async.succeeded", "transcribe_async.failed")
@@ -159,6 +160,19 @@ def parse_event(body: bytes) -> dict[str, Any]:
     if _holds_huge_int(event):
         raise MalformedEventError("integer too long")
     return _check_envelope(event)
+
+
+def landed_event(event: dict[str, Any], policy: TextPolicyName, key: bytes | None = None) -> dict[str, Any]:
+    """The event as it lands under the receiver's text policy: under drop and hash its transcript's texts
+    are replaced by their shapes (and hash keeps their hashes), `transforms.text.landed_items`; the
+    status, the ids and every item's speaker and times stay as received."""
+    data = event["data"]
+    payload = data.get("payload")
+    transcript = payload.get("transcript") if isinstance(payload, dict) else None
+    if policy == "keep" or not isinstance(transcript, list):
+        return event
+    landed_payload = {**payload, "transcript": landed_items(transcript, policy, key)}
+    return {**event, "data": {**data, "payload": landed_payload}}
 
 
 def event_line(event: dict[str, Any]) -> bytes:

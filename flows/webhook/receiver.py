@@ -32,6 +32,11 @@ Headers that do not arrive within `read_timeout_s`, and connections over `max_co
 answered by the HTTP protocol itself (flows.webhook.server): 408 header_timeout, 503
 too_many_connections.
 
+What lands follows the receiver's text policy (`text`, `talktime webhook --text`): `keep` lands the
+event as received; `drop` and `hash` land each transcript text as its shape only (one `_` per word,
+a final `?` for a question: ingest computes the same metrics from it), and `hash` also its keyed
+HMAC-SHA256 (`flows.webhook.events.landed_event`).
+
 `GET /healthz` answers 200 `{"status": "ok", "landing_writable": true}` without authentication, or
 503 when the landing directory is missing or not writable; any other non-POST request is 405.
 
@@ -63,11 +68,13 @@ from flows.webhook.events import (
     MalformedEventError,
     event_line,
     land_event,
+    landed_event,
     parse_event,
     signature_header_refusal,
     signature_is_valid,
     timestamp_refusal,
 )
+from transforms.text import TextPolicyName
 
 __all__ = ["MAX_AGE_S", "ReceiverLimits", "WebhookApp", "parse_event", "signature_is_valid"]
 
@@ -173,9 +180,15 @@ class WebhookApp:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         limits: ReceiverLimits = ReceiverLimits(),
+        text: TextPolicyName = "keep",
+        text_key: bytes | None = None,
     ):
+        if text == "hash" and not text_key:
+            raise ValueError("the hash text policy needs a key")
         self.landing = landing
         self.limits = limits
+        self.text = text
+        self._text_key = text_key
         self._secret = secret
         self._clock = clock
         self._body_slots = asyncio.Semaphore(limits.max_concurrent_bodies)
@@ -187,7 +200,7 @@ class WebhookApp:
         return self.limits.max_body_bytes
 
     def __repr__(self) -> str:
-        return f"WebhookApp(landing={self.landing!s}, limits={self.limits}, secret=<redacted>)"
+        return f"WebhookApp(landing={self.landing!s}, limits={self.limits}, text={self.text}, secret=<redacted>)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -292,7 +305,7 @@ class WebhookApp:
         """Parse, check and land a signed body: 400, 500 or 200."""
         try:
             event = parse_event(body)
-            line = event_line(event)
+            line = event_line(landed_event(event, self.text, self._text_key))
         except MalformedEventError as exc:
             return 400, {"code": "malformed_event", "message": str(exc)}
         try:
