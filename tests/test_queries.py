@@ -1,8 +1,11 @@
 """The example queries of docs/queries.md run, and their polars, DuckDB and pandas versions agree.
 
 Every fenced code block whose opening fence carries `title="<query>-<engine>"` (engine `polars`,
-`duckdb` or `pandas`) is extracted and run as it is, in a folder holding an output `out` built
-from the bundled samples (the ingest flow's body, no Prefect). Python blocks leave their answer in
+`duckdb` or `pandas`) is extracted and run as it is, in a temporary folder outside the checkout
+holding an output `out` built from the bundled samples (the ingest flow's body, no Prefect), by an
+analyst's interpreter: the venv's Python with its packages but without talktime's editable install,
+the checkout or PYTHONPATH on its path, so a block that imports talktime fails as it would for an
+analyst (and the blocks' imports are checked too). Python blocks leave their answer in
 `result`; a DuckDB block is one query. The three answers of a query must have the same columns and
 the same rows (sorted, floats rounded), and are compared with values computed here from the raw
 files. The output is made realistic: one `speaker_metrics` file is rewritten as schema version 1
@@ -11,18 +14,22 @@ files. The output is made realistic: one `speaker_metrics` file is rewritten as 
 
 from __future__ import annotations
 
+import ast
 import glob
 import math
 import os
+import pickle
 import re
 import statistics
+import subprocess
+import sys
+import sysconfig
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -106,43 +113,108 @@ def weeks(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_block(tag: str, root: Path) -> Answer:
-    """Run one tagged block in `root`: its columns and rows."""
-    language, code = BLOCKS[tag]
-    cwd = Path.cwd()
-    os.chdir(root)
-    try:
-        if tag.endswith("-duckdb"):
-            assert language == "sql", tag
-            with duckdb.connect() as connection:
-                connection.execute("SET TimeZone = 'Pacific/Kiritimati'")  # UTC+14: weeks must be UTC
-                relation = connection.sql(code)
-                return list(relation.columns), relation.fetchall()
-        assert language == "python", tag
-        namespace: dict[str, Any] = {"__name__": f"queries_{tag.replace('-', '_')}"}
-        exec(compile(code, f"docs/queries.md[{tag}]", "exec"), namespace)
-    finally:
-        os.chdir(cwd)
+# An analyst's interpreter: the venv's packages, without the .pth files that put talktime's editable
+# install on the path (-S), without the checkout, the current folder or PYTHONPATH on it (-I). Every
+# requested block runs in a fresh namespace; the answers come back pickled, per tag, or the error.
+BLOCK_RUNNER = """
+import importlib.util, os, pickle, sys, traceback
+
+site_packages, checkout, answers_file = sys.argv[1:]
+sys.path.append(site_packages)
+assert os.path.realpath(checkout) not in {os.path.realpath(entry or ".") for entry in sys.path}, sys.path
+assert importlib.util.find_spec("transforms") is None and importlib.util.find_spec("flows") is None
+
+
+def run(tag, language, code):
+    if language == "sql":
+        import duckdb
+
+        with duckdb.connect() as connection:
+            connection.execute("SET TimeZone = 'Pacific/Kiritimati'")  # UTC+14: weeks must be UTC
+            relation = connection.sql(code)
+            return "duckdb", list(relation.columns), relation.fetchall()
+    namespace = {"__name__": "__main__"}
+    exec(compile(code, f"docs/queries.md[{tag}]", "exec"), namespace)
     result = namespace["result"]
-    if tag.endswith("-polars"):
-        assert isinstance(result, pl.DataFrame), tag
-        return result.columns, result.rows()
-    assert isinstance(result, pd.DataFrame), tag
-    table = pa.Table.from_pandas(result, preserve_index=False)
-    return table.column_names, [tuple(row.values()) for row in table.to_pylist()]
+    kind = type(result).__module__.split(".")[0]
+    if kind == "polars":
+        return kind, result.columns, result.rows()
+    if kind == "pandas":
+        import pyarrow as pa
+
+        table = pa.Table.from_pandas(result, preserve_index=False)
+        return kind, table.column_names, [tuple(row.values()) for row in table.to_pylist()]
+    raise TypeError(f"result is a {type(result).__qualname__}, not a DataFrame")
+
+
+answers = {}
+for tag, (language, code) in pickle.load(sys.stdin.buffer).items():
+    try:
+        answers[tag] = ("ok", run(tag, language, code))
+    except Exception as exc:
+        answers[tag] = ("error", f"{type(exc).__name__}: {exc}\\n{traceback.format_exc()}")
+with open(answers_file, "wb") as file:
+    pickle.dump(answers, file)
+"""
+ANALYST_PACKAGES = frozenset({"polars", "duckdb", "pandas", "pyarrow"})
+
+
+class BlockError(Exception):
+    """A documented block that failed in the analyst's interpreter."""
+
+
+def run_blocks(tags: list[str], root: Path) -> dict[str, Answer]:
+    """Run tagged blocks in `root` (a folder outside the checkout) with an analyst's interpreter: their answers."""
+    assert not root.resolve().is_relative_to(ROOT), f"{root} is inside the checkout"
+    answers_file = root / ".answers.pickle"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", BLOCK_RUNNER, sysconfig.get_paths()["purelib"], str(ROOT),
+         str(answers_file)],
+        input=pickle.dumps({tag: BLOCKS[tag] for tag in tags}), cwd=root, env=env, capture_output=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    with answers_file.open("rb") as file:
+        results = pickle.load(file)
+    answers_file.unlink()
+    answers: dict[str, Answer] = {}
+    for tag, (outcome, value) in results.items():
+        if outcome == "error":
+            raise BlockError(f"docs/queries.md[{tag}] failed outside the checkout: {value}")
+        kind, columns, rows = value
+        assert kind == tag.rsplit("-", 1)[1], f"{tag} answers a {kind} result"
+        answers[tag] = (columns, rows)
+    return answers
+
+
+def run_block(tag: str, root: Path) -> Answer:
+    """Run one tagged block in `root` with an analyst's interpreter: its columns and rows."""
+    return run_blocks([tag], root)[tag]
 
 
 @pytest.fixture(scope="module")
 def answer(demo: Path) -> Callable[[str], Answer]:
-    """The answer of a tagged block on the demo output (each block runs once)."""
+    """The answer of a tagged block on the demo output (every block runs once, in one analyst's interpreter)."""
     cache: dict[str, Answer] = {}
 
     def get(tag: str) -> Answer:
-        if tag not in cache:
-            cache[tag] = run_block(tag, demo)
+        if not cache:
+            cache.update(run_blocks(sorted(BLOCKS), demo))
         return cache[tag]
 
     return get
+
+
+def imported_modules(code: str) -> set[str]:
+    """The top-level names of every module a Python block imports."""
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.add((node.module or "").split(".")[0])
+    return found
 
 
 def agreed(query: str, get: Callable[[str], Answer]) -> list[dict[str, Any]]:
@@ -182,8 +254,23 @@ def test_a_broken_block_fails(demo: Path, monkeypatch: pytest.MonkeyPatch) -> No
     for tag in ("q2-polars", "q2-duckdb", "q2-pandas"):
         language, code = BLOCKS[tag]
         monkeypatch.setitem(BLOCKS, tag, (language, code.replace("span_ms", "span_msx")))
-        with pytest.raises(Exception, match="span_msx"):
+        with pytest.raises(BlockError, match="span_msx"):
             run_block(tag, demo)
+
+
+@pytest.mark.parametrize("tag", [tag for tag, (language, _) in BLOCKS.items() if language == "python"])
+def test_a_block_imports_only_what_analysts_have(tag: str) -> None:
+    """polars, DuckDB, pandas, pyarrow and the standard library: never talktime's own packages."""
+    modules = imported_modules(BLOCKS[tag][1])
+    assert modules <= ANALYST_PACKAGES | sys.stdlib_module_names, f"{tag} imports {sorted(modules - ANALYST_PACKAGES)}"
+
+
+def test_a_block_that_imports_talktime_fails_outside_the_checkout(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    language, code = BLOCKS["q5a-polars"]
+    monkeypatch.setitem(BLOCKS, "q5a-polars", (language, "import transforms.schemas\n" + code))
+    with pytest.raises(BlockError, match="No module named 'transforms'"):
+        run_block("q5a-polars", demo)
+    assert "transforms" in imported_modules(BLOCKS["q5a-polars"][1])
 
 
 def test_answers_that_differ_are_caught(answer: Callable[[str], Answer]) -> None:
@@ -257,10 +344,8 @@ def test_q1_median_doctor_talk_share_by_week(demo: Path, answer: Callable[[str],
 
 
 def test_q1_on_several_weeks(weeks: Path) -> None:
-    def get(tag: str) -> Answer:
-        return run_block(tag, weeks)
-
-    rows = agreed("q1", get)
+    answers = run_blocks([f"q1-{engine}" for engine in ENGINES], weeks)
+    rows = agreed("q1", answers.__getitem__)
     expected = median_doctor_share_by_week(weeks)
     assert len(expected) == 4  # a Sunday 23:59:59.999999 belongs to the week before its Monday
     assert {row["week"]: row["consultations"] for row in rows} == {w: c for w, (c, _) in expected.items()}
