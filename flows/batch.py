@@ -18,7 +18,7 @@ import polars as pl
 from flows.api.client import FetchStats
 from flows.api.service import fetcher_for
 from flows.decode import decode_polled, decode_records
-from flows.inputs import Segment, read_slice
+from flows.inputs import Segment, read_slice, split_oversized
 from flows.outcomes import Outcome
 from flows.settings import IngestSettings, RunSettings
 from flows.storage.commit import new_batch_id, stage_tables
@@ -94,9 +94,13 @@ def read_batch(settings: IngestSettings, spec: BatchSpec) -> StagedBatch:
     """Read the batch's slice of the inputs, then transform and stage what changed."""
     started = time.monotonic()
     text = text_policy(settings)
-    decoded, skipped = decode_records(list(read_slice(spec.segments)), datetime.now(UTC))
+    now = datetime.now(UTC)
+    split = split_oversized(read_slice(spec.segments), settings.batch_bytes, now)
+    decoded, skipped = decode_records(split.records, now)
+    if split.errors:
+        decoded = decoded.with_outcomes(split.errors)
     staged = settle(settings.out, spec, decoded, text)
-    return dataclasses.replace(staged, skipped=tuple(skipped), seconds=time.monotonic() - started)
+    return dataclasses.replace(staged, skipped=(*skipped, *split.skipped), seconds=time.monotonic() - started)
 
 
 def stage_outcomes(out: str, spec: BatchSpec, outcomes: list[Outcome], text: TextPolicy = KEEP_TEXT) -> StagedBatch:

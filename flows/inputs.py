@@ -8,8 +8,10 @@ and each batch task reads its own slice (`read_slice`).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from io import BufferedReader
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from flows.errors import ConfigurationError
+from flows.outcomes import Outcome
 
 RECORD_SUFFIXES = (".json", ".ndjson", ".jsonl")
 EVENT_PREFIX = "transcribe_async."
@@ -96,47 +99,117 @@ class RawRecord:
 SCAN_CHUNK = 1 << 24
 
 
-def _line_ranges(handle: BufferedReader, room: int, batch_size: int) -> Iterator[tuple[int, int, int]]:
-    """(start, end, lines) of consecutive ranges: the first of `room` lines at most, then `batch_size`."""
-    start = offset = counted = 0
-    need = room
+def _line_ranges(
+    handle: BufferedReader, room: tuple[int, int], batch_size: int, max_bytes: int
+) -> Iterator[tuple[int, int, int, bool]]:
+    """(start, end, lines, full) of consecutive ranges: the first of at most room[0] lines and
+    room[1] bytes, then of `batch_size` lines and `max_bytes` bytes; `full`: the range fills its
+    batch (the last one of the file may not). A line that would overfill a range goes to the next
+    (an empty full range when the first room has no space for the first line); a line larger than
+    `max_bytes` is a range of its own."""
+    start = offset = counted = last_end = 0
+    need, need_bytes = room
+
+    def overfills(end: int) -> bool:
+        return end - start > need_bytes and (counted > 0 or need_bytes < max_bytes)
+
     while chunk := handle.read(SCAN_CHUNK):
         pos = 0
-        while counted + chunk.count(b"\n", pos) >= need:
-            for _ in range(need - counted):
-                pos = chunk.index(b"\n", pos) + 1
-            yield start, offset + pos, need
-            start, counted, need = offset + pos, 0, batch_size
-        counted += chunk.count(b"\n", pos)
+        while (found := chunk.find(b"\n", pos)) >= 0:
+            end = offset + found + 1
+            if overfills(end):
+                yield start, last_end, counted, True  # this line goes to the next range
+                start, counted, need, need_bytes = last_end, 0, batch_size, max_bytes
+            pos, counted, last_end = found + 1, counted + 1, end
+            if counted >= need or end - start >= need_bytes:
+                yield start, end, counted, True
+                start, counted, need, need_bytes = end, 0, batch_size, max_bytes
         offset += len(chunk)
-    if offset > start:
-        yield start, offset, counted + 1
+    if offset > start:  # lines the loop did not close the range after, the last one maybe without newline
+        if offset > last_end and overfills(offset):
+            yield start, last_end, counted, True
+            start, counted, need, need_bytes = last_end, 0, batch_size, max_bytes
+        lines = counted + (offset > max(last_end, start))
+        yield start, offset, lines, lines >= need or offset - start >= need_bytes
 
 
-def _ranges_of(path: Path, room: int, batch_size: int) -> Iterator[tuple[int, int, int]]:
+def _ranges_of(
+    path: Path, room: tuple[int, int], batch_size: int, max_bytes: int
+) -> Iterator[tuple[int, int, int, bool]]:
     if path.suffix == ".json":
-        yield 0, -1, 1
+        size = path.stat().st_size
+        closed = size > room[1] and room[1] < max_bytes
+        if closed:
+            yield 0, 0, 0, True  # close the batch before this file
+        lines_room, bytes_room = (batch_size, max_bytes) if closed else room
+        yield 0, -1, 1, lines_room <= 1 or size >= bytes_room
         return
     with path.open("rb") as handle:
-        yield from _line_ranges(handle, room, batch_size)
+        yield from _line_ranges(handle, room, batch_size, max_bytes)
 
 
-def plan_slices(paths: Sequence[str | Path], batch_size: int) -> Iterator[tuple[Segment, ...]]:
-    """The inputs as batches of at most `batch_size` records, in read order (nothing decoded)."""
-    if batch_size < 1:
-        raise ValueError("batch size must be at least 1")
+def plan_slices(
+    paths: Sequence[str | Path], batch_size: int, max_bytes: int = 1 << 62
+) -> Iterator[tuple[Segment, ...]]:
+    """The inputs as batches of at most `batch_size` records and at most `max_bytes` bytes (a record
+    larger than that is a batch of its own), in read order (nothing decoded)."""
+    if batch_size < 1 or max_bytes < 1:
+        raise ValueError("batch size and bytes must be at least 1")
     batch: list[Segment] = []
-    filled = 0
+    filled = filled_bytes = 0
     for path in _files_under(paths):
         line = 1
-        for start, end, lines in _ranges_of(path, batch_size - filled, batch_size):
-            batch.append(Segment(str(path), start, end, 0 if end == -1 else line))
-            line, filled = line + lines, filled + lines
-            if filled >= batch_size:
+        room = (batch_size - filled, max_bytes - filled_bytes)
+        for start, end, lines, full in _ranges_of(path, room, batch_size, max_bytes):
+            if lines:
+                batch.append(Segment(str(path), start, end, 0 if end == -1 else line))
+                line, filled = line + lines, filled + lines
+                filled_bytes += (path.stat().st_size if end == -1 else end) - start
+            if full and batch:
                 yield tuple(batch)
-                batch, filled = [], 0
+                batch, filled, filled_bytes = [], 0, 0
     if batch:
         yield tuple(batch)
+
+
+_ID_NEAR_START = re.compile(
+    rb'"id"\s*:\s*"([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"'
+)
+RECORD_TOO_LARGE = "record_too_large"
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """A batch's records split by size (see `split_oversized`)."""
+
+    records: list[RawRecord]
+    errors: list[Outcome]  # `error` outcomes (RECORD_TOO_LARGE) of larger records whose id was found
+    skipped: list[str]  # `file:line: why` of larger records that name no id
+
+
+def split_oversized(records: Iterable[RawRecord], limit: int, now: datetime) -> Oversized:
+    """The records of at most `limit` bytes; each larger one becomes an `error` outcome
+    (RECORD_TOO_LARGE) when its id is among its first bytes, else a named skip. A larger record is
+    never decoded: its bytes are read once, its decoded form would be many times larger."""
+    kept: list[RawRecord] = []
+    errors: list[Outcome] = []
+    skipped: list[str] = []
+    for record in records:
+        if len(record.data) <= limit:
+            kept.append(record)
+            continue
+        why = (
+            f"a record of {len(record.data) / 2**20:.1f} MiB is over ingest's record limit of "
+            f"{limit / 2**20:.1f} MiB (raise --memory-budget-mb to read it): not decoded"
+        )
+        head = record.data[:4096]
+        data_at = head.find(b'"data"')  # a webhook event: the transcription is its `data`, not its own id
+        found = _ID_NEAR_START.search(head, data_at if data_at >= 0 else 0)
+        if found is None:
+            skipped.append(f"{record.source}: {why}")
+        else:
+            errors.append(Outcome.error(found.group(1).decode().lower(), RECORD_TOO_LARGE, why, now))
+    return Oversized(kept, errors, skipped)
 
 
 def segments_bytes(segments: Sequence[Segment]) -> int:

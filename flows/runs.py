@@ -273,7 +273,7 @@ def ingest_failure(summary: RunSummary) -> str | None:
 
 def ingest(settings: IngestSettings, submit: Submit, log: Any, watch: Watcher | None = None) -> RunSummary:
     """The body of `talktime ingest`: read the inputs slice by slice, in batches in flight."""
-    slices = list(plan_slices(settings.inputs, settings.batch_size))  # byte ranges only: nothing decoded
+    slices = list(plan_slices(settings.inputs, settings.batch_size, settings.batch_bytes))  # nothing decoded
     asyncio.run(export_storage_credentials(settings.out, settings.storage_secret_prefix))
     cleanup = input_cleanup(settings.delete_after_commit, slices, log)
     run = Run(settings.out, log, watch)

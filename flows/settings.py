@@ -21,6 +21,10 @@ DEFAULT_RUN_BATCH_SIZE = 200
 # are few (each costs Prefect ~20 ms), and the peak stays near 800 MiB (README, Benchmarks).
 DEFAULT_INGEST_BATCH_SIZE = 500
 DEFAULT_INGEST_IN_FLIGHT = 3
+DEFAULT_MEMORY_BUDGET_MB = 1024  # fits a small worker
+# Peak memory of decoding and transforming a batch, per byte of its input: a 300 MiB record peaked at
+# 5.9 GiB (issue 19). Batches and records are sized so that the batches in flight fit the budget.
+DECODE_AMPLIFICATION = 20
 DEFAULT_CONCURRENCY = 8
 DEFAULT_IN_FLIGHT = 3
 DEFAULT_MAX_WAIT_S = 60.0
@@ -157,10 +161,22 @@ class RunSettings(_Settings):
 class IngestSettings(_Settings):
     """Read saved API responses or webhook events (`talktime ingest`): no network."""
 
+    @property
+    def batch_bytes(self) -> int:
+        """The most input bytes a batch (and so a record) may hold: the batches in flight, and the one
+        being committed, each decoded at DECODE_AMPLIFICATION times their size, fit the budget."""
+        return self.memory_budget_mb * 2**20 // (DECODE_AMPLIFICATION * (self.in_flight + 1))
+
     inputs: list[str] = Field(min_length=1, description=".json/.ndjson files or folders of them")
     batch_size: int = Field(DEFAULT_INGEST_BATCH_SIZE, ge=1, description="records per batch (one task, one commit)")
     in_flight: int = Field(
         DEFAULT_INGEST_IN_FLIGHT, ge=1, description="batches read and transformed ahead of the commit"
+    )
+    memory_budget_mb: int = Field(
+        DEFAULT_MEMORY_BUDGET_MB,
+        ge=64,
+        description="memory the batches in flight may use (MiB): batches are cut by bytes as well as records, "
+        "and a record too large for it becomes an `error` row (record_too_large) instead of being decoded",
     )
     delete_after_commit: bool = Field(
         False,

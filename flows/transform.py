@@ -41,6 +41,16 @@ class Decoded:
     raw_items: pl.DataFrame
     raw_json: pl.DataFrame
 
+    def with_outcomes(self, outcomes: list[Outcome]) -> Decoded:
+        """This batch and these outcomes (of ids it does not hold: those it holds keep their rows)."""
+        known = set(self.responses["transcription_id"].to_list())
+        extra = decode_outcomes([o for o in outcomes if o.transcription_id not in known])
+        return Decoded(
+            pl.concat([self.responses, extra.responses]),
+            pl.concat([self.raw_items, extra.raw_items]),
+            pl.concat([self.raw_json, extra.raw_json]),
+        )
+
     def only(self, ids: pl.Series) -> Decoded:
         """The part of the batch that belongs to these ids."""
         keep = pl.col("transcription_id").is_in(ids.implode())

@@ -27,6 +27,7 @@ from flows.settings import (
     DEFAULT_MAX_ERROR_SHARE,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_WAIT_S,
+    DEFAULT_MEMORY_BUDGET_MB,
     DEFAULT_REQUEST_DEADLINE_S,
     DEFAULT_RUN_BATCH_SIZE,
     MIB,
@@ -328,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--out", required=True, help="output directory")
     ing.add_argument("--batch-size", type=int, default=DEFAULT_INGEST_BATCH_SIZE, help="records per batch")
     ing.add_argument("--in-flight", type=int, default=DEFAULT_INGEST_IN_FLIGHT, help="batches read ahead of the commit")
+    ing.add_argument(
+        "--memory-budget-mb",
+        type=int,
+        default=DEFAULT_MEMORY_BUDGET_MB,
+        metavar="MB",
+        help="memory the batches in flight may use: batches are cut by bytes as well as records, and a record "
+        "too large for it becomes an `error` row (record_too_large) instead of being decoded",
+    )
     _add_text_option(ing, "the output")
     ing.add_argument(
         "--delete-after-commit",
@@ -543,6 +552,7 @@ def ingest_settings(args: argparse.Namespace) -> IngestSettings:
             out=str(args.out),
             batch_size=args.batch_size,
             in_flight=args.in_flight,
+            memory_budget_mb=args.memory_budget_mb,
             text_policy=args.text,
             delete_after_commit=args.delete_after_commit,
             **_runner_settings(args),

@@ -11,9 +11,10 @@ import flows.inputs
 from flows.inputs import plan_slices, read_slice
 
 
+@pytest.mark.parametrize("max_bytes", [1 << 62, 45, 200], ids=["records", "bytes-tight", "bytes"])
 @pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 100])
-def test_slices_cover_every_record_once(tmp_path: Path, chunk: int, batch_size: int,
+def test_slices_cover_every_record_once(tmp_path: Path, chunk: int, batch_size: int, max_bytes: int,
                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setattr(flows.inputs, "SCAN_CHUNK", chunk)
     rng = random.Random(chunk * 1000 + batch_size)
@@ -27,9 +28,10 @@ def test_slices_cover_every_record_once(tmp_path: Path, chunk: int, batch_size: 
         (tmp_path / f"{f}x.json").write_text('{\n "a": 1\n}')
         expected.append((f"{tmp_path}/{f}x.json", b'{\n "a": 1\n}'))
     got = []
-    for batch in plan_slices([tmp_path], batch_size):
+    for batch in plan_slices([tmp_path], batch_size, max_bytes):
         records = [(r.source, r.data) for r in read_slice(batch)]
         assert len(records) <= batch_size
+        assert len(records) <= 1 or sum(len(data) + 1 for _, data in records) <= max_bytes + len(records)
         got += records
     assert sorted(got) == sorted(expected)
     assert len(got) == len(set(got))
