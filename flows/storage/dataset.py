@@ -32,6 +32,37 @@ from transforms.schemas import TABLES
 TERMINAL = ("succeeded", "failed")
 
 
+class RowsAtHand:
+    """Ledger rows kept by id (a dict: looking up, replacing or moving a batch's ids costs the batch,
+    not the number of rows held, which grows with a long run)."""
+
+    def __init__(self, rows: pl.DataFrame | None = None) -> None:
+        self._rows: dict[str, tuple[object, ...]] = {}
+        if rows is not None:
+            self.upsert(rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def upsert(self, rows: pl.DataFrame) -> None:
+        """Add these rows (LEDGER_SCHEMA), replacing those of the same ids."""
+        for values in rows.select(LEDGER_SCHEMA.names()).iter_rows():
+            self._rows[values[0]] = values
+
+    def rows(self, ids: pl.Series | Sequence[str]) -> pl.DataFrame:
+        """The rows held of these ids (LEDGER_SCHEMA)."""
+        found = [self._rows[tid] for tid in dict.fromkeys(ids) if tid in self._rows]
+        return pl.DataFrame(found, schema=LEDGER_SCHEMA, orient="row")
+
+    def move(self, moves: pl.DataFrame) -> None:
+        """Rows held follow their ids into new files (MOVE_SCHEMA)."""
+        at = LEDGER_SCHEMA.names().index("batch_id")
+        for tid, file_id, date in moves.select("transcription_id", "batch_id", "fetched_date").iter_rows():
+            if tid in self._rows:
+                values = self._rows[tid]
+                self._rows[tid] = (*values[:at], file_id, date, *values[at + 2 :])
+
+
 @dataclass(frozen=True)
 class StagedFiles:
     """What a batch task staged: the batch, its partition, rows per table (empty: no files)."""
@@ -50,7 +81,7 @@ class Dataset:
         self.out = out
         self.store = Store(out)
         self.version: ledgerlog.Version | None = None  # the stored ledger as of the last open or commit
-        self.known = pl.DataFrame(schema=LEDGER_SCHEMA)  # rows at hand (see the module's docstring)
+        self.known = RowsAtHand()  # rows at hand (see the module's docstring)
         self.written_dates: set[str] = set()  # partitions this writer added files to
 
     @classmethod
@@ -116,7 +147,7 @@ class Dataset:
         else:
             ledgerlog.drop_stale(self.store, version)
         self.version = ledgerlog.current_version(self.store)
-        self.known = ledgerlog.pending_rows(self.store, self.version)
+        self.known = RowsAtHand(ledgerlog.pending_rows(self.store, self.version))
 
     def fold_if_due(self) -> None:
         """Fold the ledger's log if it has grown (a writer's end: no batch task reads the ledger now)."""
@@ -134,13 +165,13 @@ class Dataset:
         """Bring the rows of these (final) ids to hand: a `--refetch` replaces them."""
         if ids and self.version is not None:
             found = ledgerlog.rows_of(self.store, self.version, ids)
-            self.known = _upsert(self.known, found)
+            self.known.upsert(found)
 
     def plan_rows(self, ids: Sequence[str]) -> pl.DataFrame:
         """(transcription_id, status, final, first_seen_at) of these ids as of the run's start: what
         planning a run needs (`first_seen_at` is at hand for every id that is not final)."""
         states = prior_statuses(self.out, self.snapshot(), pl.Series(list(ids), dtype=pl.String))
-        seen = self.known.select("transcription_id", "first_seen_at")
+        seen = self.known.rows(list(ids)).select("transcription_id", "first_seen_at")
         return states.join(seen, on="transcription_id", how="left")
 
     def commit(self, staged: StagedFiles, polled: pl.DataFrame, *, run_batches: frozenset[str]) -> pl.DataFrame:
@@ -152,14 +183,14 @@ class Dataset:
         assert self.version is not None, "open the dataset as its writer first"
         polled = self._drop_regressions(staged, polled, run_batches)
         written = polled.filter("written")["transcription_id"]
-        prior = self.known.join(polled.select("transcription_id"), on="transcription_id", how="semi")
+        prior = self.known.rows(polled["transcription_id"])
         delta = updated_ledger(prior, polled, staged.batch_id, staged.fetched_date, datetime.now(UTC))
         transaction = Transaction(self.store, staged.batch_id)
         for table in staged.rows:
             transaction.adopt(f"{staging_dir(staged.batch_id)}/{table}.parquet",
                               data_path(table, staged.fetched_date, staged.batch_id))  # fmt: skip
         moves = transaction.supersede(superseded(prior, written))  # new files placed before the entry
-        self.known = _upsert(self.known, delta)
+        self.known.upsert(delta)
         self._commit(transaction, pl.concat([delta, _as_entries(moves)]), moves)
         if staged.rows:
             self.written_dates.add(staged.fetched_date)
@@ -168,7 +199,7 @@ class Dataset:
     def forget_rows(self, transaction: Transaction, entry: pl.DataFrame, moves: pl.DataFrame) -> None:
         """Commit a `talktime forget`: `entry` marks the ids forgotten, `moves` the rows it kept."""
         self.renew_lease()
-        self.known = _upsert(self.known, entry)
+        self.known.upsert(entry)
         self._commit(transaction, pl.concat([entry, _as_entries(moves)]), moves)
 
     def commit_moves(self, transaction: Transaction, moves: pl.DataFrame) -> None:
@@ -186,12 +217,14 @@ class Dataset:
         transaction.commit()
         self.version = ledgerlog.Version(self.version.checkpoint, self.version.checkpoint_seq,
                                          (*self.version.entries, seq))  # fmt: skip
-        self.known = _apply_moves(self.known, moves)
+        self.known.move(moves)
 
     def _drop_regressions(self, staged: StagedFiles, polled: pl.DataFrame, run_batches: frozenset[str]) -> pl.DataFrame:
-        earlier = self.known.filter(
-            pl.col("batch_id").is_in(sorted(run_batches)) & pl.col("status").is_in(TERMINAL)
-        ).select("transcription_id")
+        earlier = (
+            self.known.rows(polled["transcription_id"])
+            .filter(pl.col("batch_id").is_in(sorted(run_batches)) & pl.col("status").is_in(TERMINAL))
+            .select("transcription_id")
+        )
         regress = polled.join(earlier, on="transcription_id", how="semi").filter(pl.col("status") == "ongoing")
         if regress.is_empty():
             return polled
@@ -205,12 +238,7 @@ class Dataset:
 
     def note_moves(self, moves: pl.DataFrame) -> None:
         """Rows at hand follow their ids into new files (a compaction's moves)."""
-        self.known = _apply_moves(self.known, moves)
-
-
-def _upsert(rows: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
-    """`rows` with `new`'s rows replacing those of the same ids."""
-    return pl.concat([rows.join(new.select("transcription_id"), on="transcription_id", how="anti"), new])
+        self.known.move(moves)
 
 
 def _as_entries(moves: pl.DataFrame) -> pl.DataFrame:
@@ -220,16 +248,6 @@ def _as_entries(moves: pl.DataFrame) -> pl.DataFrame:
         .select(LEDGER_SCHEMA.names())
         .cast(LEDGER_SCHEMA)
     )
-
-
-def _apply_moves(rows: pl.DataFrame, moves: pl.DataFrame) -> pl.DataFrame:
-    if moves.is_empty():
-        return rows
-    joined = rows.join(moves, on="transcription_id", how="left", suffix="_moved")
-    return joined.with_columns(
-        pl.coalesce("batch_id_moved", "batch_id").alias("batch_id"),
-        pl.coalesce("fetched_date_moved", "fetched_date").alias("fetched_date"),
-    ).select(LEDGER_SCHEMA.names())
 
 
 def prior_statuses(out: str, snapshot: str, ids: pl.Series) -> pl.DataFrame:

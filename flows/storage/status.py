@@ -8,7 +8,9 @@ over the whole dataset. Never a transcript's text.
 Read-only: it takes no lease and writes nothing. A missing ledger is rebuilt in memory from the
 data files (as `load_ledger` does for every command) and the status says so; an unreadable one is
 the usual StorageError pointing at `talktime verify --repair`. Reads are not one snapshot: a
-commit landing meanwhile can make counts and talk time disagree by that one batch.
+commit landing meanwhile can make counts and talk time disagree by that one batch, and talk time,
+summed over the files as a plain glob reads them (never the whole table in memory), can count the
+rows a commit replaces twice while that commit is applied.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from flows.settings import DEFAULT_EXPIRE_AFTER_S
 from flows.storage.layout import COMMITS, INTERNAL
 from flows.storage.lease import LEASE_PATH, LeaseRecord
 from flows.storage.ledgerlog import collect, current_version, scan_ledger, stored_or_rebuilt
-from flows.storage.reader import read_table
 from flows.storage.store import Store
 from flows.summary import TABLE_NAMES, RunSummary
 from transforms.schemas import UTC_TIMESTAMP
@@ -143,7 +144,7 @@ def _status(
         )
     lease, lease_note = _lease(store, now)
     notes += lease_note
-    talk_frame, talk_note = _talk(out) if talk else (None, [])
+    talk_frame, talk_note = _talk(store, files["speaker_metrics"]) if talk else (None, [])
     notes += talk_note
     return OutputStatus(
         out=store.location,
@@ -221,15 +222,22 @@ def _lease(store: Store, now: datetime) -> tuple[str | None, list[str]]:
     return None, []
 
 
-def _talk(out: str) -> tuple[pl.DataFrame | None, list[str]]:
-    """Talk time by speaker over every current speaker_metrics row (read through the ledger)."""
-    try:
-        metrics = read_table(out, "speaker_metrics", ["speaker", "talk_time_ms"]).select("speaker", "talk_time_ms")
-    except (pa.ArrowException, pl.exceptions.PolarsError):  # not Parquet, or not speaker_metrics' columns
-        return None, ["talk time not computed: a speaker_metrics file is unreadable; run `talktime verify`"]
-    if metrics.is_empty():
+def _talk(store: Store, files: list[str]) -> tuple[pl.DataFrame | None, list[str]]:
+    """Talk time by speaker over the speaker_metrics files, summed file by file (two columns read, one
+    file's rows in memory at a time, whatever the output's size). Files are never rewritten, so this
+    is the table but while a commit is applied (see the module's docstring)."""
+    totals: list[pl.DataFrame] = []
+    for path in files:
+        try:
+            rows = pl.DataFrame(store.read_parquet(path, ["speaker", "talk_time_ms"]))
+            totals.append(rows.group_by("speaker").agg(pl.col("talk_time_ms").sum()))
+        except FileNotFoundError:
+            continue  # replaced by a commit since the listing: its rows are in the new file
+        except (pa.ArrowException, pl.exceptions.PolarsError):  # not Parquet, or not speaker_metrics' columns
+            return None, ["talk time not computed: a speaker_metrics file is unreadable; run `talktime verify`"]
+    if not totals:
         return None, []
-    return RunSummary(talk=[metrics]).talk_table(), []
+    return RunSummary(talk=totals).talk_table(), []
 
 
 def status_lines(status: OutputStatus) -> list[str]:
