@@ -35,6 +35,12 @@ written to data/bench/results/ with every command's log.
     make bench                                   # 20k and 100k responses, everything
     make bench BENCH_ARGS="--sizes 500 --skip-dlt"   # smoke run, a minute or two
     .venv/bin/python -m benchmarks.bench --only run --run-ids 2000
+    .venv/bin/python -m benchmarks.bench --only history    # the history rows (opt-in, see below)
+
+3. With `--history` (or `--only history`): the history rows (`benchmarks/history_rows.py`): the
+   same ingest into an empty output and into outputs already holding 1M and 10M transcriptions
+   (synthesised directly, `benchmarks/history.py`), and the cost per transcription of building
+   100k and 1M through `talktime ingest`.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from pathlib import Path
 
 import polars as pl
 
+from benchmarks.history_rows import bench_history
 from benchmarks.proctree import Usage, measure, tree_rss_mib
 from benchmarks.refvenv import ref_python
 from benchmarks.report import NOTES, Row, failure, machine, markdown, target
@@ -594,7 +601,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="20000,100000", help="responses per ingest data set, comma-separated")
-    parser.add_argument("--only", choices=("ingest", "run"), help="run one section only")
+    parser.add_argument("--only", choices=("ingest", "run", "history"), help="run one section only")
     parser.add_argument("--skip-run", action="store_true", help="skip the `talktime run` section")
     parser.add_argument("--skip-dlt", action="store_true", help="skip the dlt reference")
     parser.add_argument("--skip-pandas", action="store_true", help="skip the pandas reference")
@@ -618,9 +625,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=7200.0, help="seconds before a command is killed")
     parser.add_argument("--rss-limit-gib", type=float, default=16.0, help="kill a command whose tree goes over this")
     parser.add_argument("--keep", action="store_true", help="keep every output folder (under data/bench/work)")
+    history = parser.add_argument_group("history rows (`--history` or `--only history`; benchmarks/history_rows.py)")
+    history.add_argument("--history", action="store_true", help="add the history rows (opt-in: see the README)")
+    history.add_argument("--history-sizes", default="1000000,10000000", help="transcriptions the outputs already hold")
+    history.add_argument("--build-sizes", default="100000,1000000", help="outputs built through `talktime ingest`")
+    history.add_argument("--history-responses", type=int, default=20_000, help="responses ingested into each output")
+    history.add_argument("--history-days", type=int, default=365, help="daily partitions of a synthesised output")
+    history.add_argument(
+        "--history-input",
+        choices=("small", "full"),
+        default="small",
+        help="responses of 4 items (small, the issue's setting) or the bench's full-size ones (~200 items)",
+    )
+    history.add_argument("--history-repeat", type=int, default=1, help="measure each history ingest this many times")
     args = parser.parse_args(argv)
-    args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    args.sizes = sizes_of(args.sizes)
+    args.history_sizes = sizes_of(args.history_sizes)
+    args.build_sizes = sizes_of(args.build_sizes)
     return args
+
+
+def sizes_of(text: str) -> list[int]:
+    """'1000000,10_000_000' -> [1000000, 10000000]."""
+    return [int(s.replace("_", "")) for s in text.split(",") if s.strip()]
 
 
 def report(bench: Bench, started: float) -> str:
@@ -652,6 +679,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     bench_ingest(bench, size)
             if args.only == "run" or (args.only is None and not args.skip_run):
                 bench_run(bench)
+            if args.only == "history" or (args.only is None and args.history):
+                bench_history(bench)
     finally:
         text = report(bench, started)
         bench.results.mkdir(parents=True, exist_ok=True)

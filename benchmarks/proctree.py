@@ -4,14 +4,18 @@ The command runs in its own session. Its CPU time is the rusage `wait4` returns 
 time plus that of every descendant it waited for. Its peak RSS is sampled every 50 ms as the sum of
 the resident sets of every live process of the tree (the child's session, plus descendants found by
 parent id, in case one starts a session of its own); the largest single process's `ru_maxrss` is a
-lower bound when a spike falls between two samples. A watchdog kills the tree when it goes over a
-memory limit or a time limit, so one runaway reference cannot take the machine down.
+lower bound when a spike falls between two samples, but only when it exceeds the measuring
+process's own peak: Linux carries a process's peak RSS over to the child it forks (and across
+exec), so a child of a process that once held 8 GiB reports at least 8 GiB. A watchdog kills the
+tree when it goes over a memory limit or a time limit, so one runaway reference cannot take the
+machine down.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -141,6 +145,7 @@ def measure(
     """Run `cmd` to completion (output to `log`) and measure it; `background` pids' CPU is measured too."""
     log.parent.mkdir(parents=True, exist_ok=True)
     background_before = tree_cpu_s(background)
+    inherited_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # a child's ru_maxrss starts here
     with log.open("w") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -163,7 +168,7 @@ def measure(
     return Usage(
         wall_s=wall,
         cpu_s=rusage.ru_utime + rusage.ru_stime,
-        peak_rss_mib=max(watch.peak_mib, rusage.ru_maxrss / 1024),
+        peak_rss_mib=max(watch.peak_mib, rusage.ru_maxrss / 1024 if rusage.ru_maxrss > inherited_kib else 0.0),
         exit_code=proc.returncode,
         background_cpu_s=tree_cpu_s(background) - background_before,
         killed=watch.killed,
