@@ -1,4 +1,4 @@
-"""One real `prefect server start` per test session, with prefect.yaml deployed on it as the README says.
+"""One real `prefect server start` per test session, with prefect.yaml deployed on it as docs/operating.md says.
 
 A plugin module: test modules that need it declare `pytest_plugins = ["tests.prefect_server"]`, so its
 session fixtures exist once however many modules use them (a fixture imported into two modules would
@@ -8,7 +8,7 @@ PYTEST_DONT_REWRITE.
 
 The test harness's server (`prefect_test_harness`) is ephemeral, and Prefect runs no scheduler in
 ephemeral servers: this one is a real server with a scheduler looping every few seconds. The
-deployments are made the way the README's "Running on Prefect" section makes them, with Prefect's
+deployments are made the way the "Running on Prefect" section of docs/operating.md makes them, with Prefect's
 CLI: the `talktime` work pool, its `talktime-output` queue (concurrency limit 1), the
 `talktime-api` global concurrency limit, then `prefect --no-prompt deploy --all` from the project
 root WITHOUT any TALKTIME_HOME.
@@ -39,7 +39,7 @@ QUEUE = "talktime-output"
 REQUESTS_LIMIT = "talktime-api"
 Completed = subprocess.CompletedProcess[str]
 # Variables of the developer's shell that would change what is tested: a worker must find the code
-# and the API key the way the README says (pull step, Secret block), not through these.
+# and the API key the way docs/operating.md says (pull step, Secret block), not through these.
 FOREIGN_VARIABLES = ("PREFECT_API_URL", "PREFECT__SERVER_EPHEMERAL", "PREFECT_PROFILE", "TALKTIME_HOME",
                      "TALKTIME_API_KEY", "TALKTIME_OAUTH_CLIENT_ID")  # fmt: skip
 
@@ -166,7 +166,7 @@ def prefect_real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
 
 @pytest.fixture(scope="session")
 def prefect_deployed(prefect_real_server: PrefectServer) -> Deployed:
-    """The README's set-up commands, then `prefect --no-prompt deploy --all` from the project root."""
+    """The set-up commands of docs/operating.md, then `prefect --no-prompt deploy --all` from the project root."""
     server = prefect_real_server
     pool = server.prefect("work-pool", "create", POOL, "--type", "process")
     assert pool.returncode == 0, output_of(pool)

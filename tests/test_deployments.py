@@ -1,11 +1,11 @@
 """prefect.yaml, deployed and run for real: a `prefect server start`, a process worker, the API emulator.
 
 `tests.prefect_server` starts the server (shared with test_schedules.py) and makes the deployments
-the way the README says, without TALKTIME_HOME. Here a `prefect worker start --pool talktime`
+the way docs/operating.md says, without TALKTIME_HOME. Here a `prefect worker start --pool talktime`
 subprocess, started outside the checkout, runs the ad-hoc deployment against the emulator and the
 landing deployment over the bundled sample, both into one output at the same time: the
 `talktime-output` queue (limit 1) must run them one after the other, the pull step must find the
-code, the API key must come from the Secret block made by the README's one-liner.
+code, the API key must come from the Secret block made by the one-liner of docs/operating.md.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import yaml
 
 from flows.settings import IngestSettings, RunSettings
 from tests.prefect_server import (
+    POOL,
     PREFECT,
     QUEUE,
     REQUESTS_LIMIT,
@@ -41,11 +42,22 @@ SAMPLES = ROOT / "data" / "samples"
 RUN_WAIT_S = 180
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 SETTINGS_OF = {"flows/pipeline.py:run_flow": RunSettings, "flows/pipeline.py:ingest_flow": IngestSettings}
-# The README's one-liner for the Secret block (the key is typed, so it is in no shell history).
+# The one-liner of docs/operating.md for the Secret block (the key is typed, so it is in no shell history).
 SECRET_ONE_LINER = (
     "import getpass; from prefect.blocks.system import Secret; "
     "Secret(value=getpass.getpass('talktime API key: ')).save('talktime-api-key', overwrite=True)"
 )
+
+
+def test_the_documented_set_up_makes_what_these_tests_make() -> None:
+    """The pool, the queue and the Secret one-liner used here are those of docs/operating.md."""
+    text = (ROOT / "docs" / "operating.md").read_text(encoding="utf-8")
+    block = text.split("## Running on Prefect", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("  #")[0].strip() for line in block.splitlines()]
+    assert f".venv/bin/prefect work-pool create {POOL} --type process" in commands
+    assert f".venv/bin/prefect work-queue create {QUEUE} --pool {POOL} --limit 1" in commands
+    assert f'.venv/bin/python -c "{SECRET_ONE_LINER}"' in commands
+    assert any(c.startswith(f".venv/bin/prefect global-concurrency-limit create {REQUESTS_LIMIT} ") for c in commands)
 
 
 def _prefect_yaml() -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 - every relative link of README.md, docs/*.md and data/samples/README.md leads to a file of the
   repository that users have (not git-ignored), and its anchor to a heading of that file;
+- the README, the front door, keeps the test command CI runs (`make test`), and docs/README.md
+  links every page of docs/;
 - no Markdown file of the repository points at notes outside it (`shared/...`, `../shared`);
 - docs/metrics.md documents every column of every table of `transforms.schemas.TABLES`, with its
   type, in that table's section, and every rejection reason the validity rules of
@@ -36,7 +38,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 METRICS = DOCS / "metrics.md"
 API_CONTRACT = DOCS / "api-contract.md"
-DOC_PAGES = ("README.md", "api-contract.md", "metrics.md")
+OPERATING = DOCS / "operating.md"
+DOC_PAGES = (
+    "README.md",
+    "api-contract.md",
+    "metrics.md",
+    "dictionary.md",
+    "queries.md",
+    "data.md",
+    "operating.md",
+    "patient-data.md",
+    "storage.md",
+    "benchmarks.md",
+    "development.md",
+)
 LINKED_PAGES = sorted({ROOT / "README.md", ROOT / "data" / "samples" / "README.md", *DOCS.glob("*.md")})
 
 # A path into the project's notes outside the repository, which users do not have.
@@ -189,6 +204,15 @@ def rel(path: Path) -> str:
 
 def test_the_docs_folder_has_its_pages() -> None:
     assert {p.name for p in DOCS.glob("*.md")} >= set(DOC_PAGES)
+
+
+def test_the_readme_set_up_gives_the_test_command_ci_runs() -> None:
+    """`.ci/run` runs the README's test command: it must stay exactly `make test`."""
+    text = section((ROOT / "README.md").read_text(encoding="utf-8"), "## Set-up: two commands")
+    (block,) = [content for info, content in code_blocks(text) if info == "sh"]
+    commands = [line.split("#")[0].strip() for line in block.splitlines()]
+    assert commands == ["make demo", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
 
 
 def test_the_docs_index_links_every_page_of_the_folder() -> None:
@@ -516,8 +540,8 @@ def test_the_webhook_example_signature_is_what_the_receiver_accepts() -> None:
 
 def test_the_prefect_set_up_waits_for_the_server_before_using_it() -> None:
     """`prefect work-pool create` right after `prefect server start` fails while the server is starting."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("## Running on Prefect", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    operating = OPERATING.read_text(encoding="utf-8")
+    block = operating.split("## Running on Prefect", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     commands = [line.split("  #")[0].strip() for line in block.splitlines()]
     start = next(i for i, c in enumerate(commands) if c.startswith(".venv/bin/prefect server start"))
     wait = commands.index("until curl -fsS http://127.0.0.1:4200/api/health >/dev/null 2>&1; do sleep 1; done")

@@ -15,7 +15,7 @@ from tests.helpers import FETCHED_AT, TID, commit_outcomes, item
 from transforms.dictionary import as_json, as_markdown, descriptions, dictionary
 from transforms.schemas import TABLES
 
-# The query the README gives: DuckDB does not decode Arrow field metadata (it lives inside the
+# The query docs/data.md gives: DuckDB does not decode Arrow field metadata (it lives inside the
 # base64 `ARROW:schema` blob), so talktime also writes each description as file key-value metadata.
 DUCKDB_DESCRIPTIONS = """
 SELECT DISTINCT replace(decode(key), 'talktime.description.', '') AS column_name, decode(value) AS description

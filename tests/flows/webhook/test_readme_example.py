@@ -1,4 +1,4 @@
-"""The webhook path as the README documents it (issue 18): the exact command block lands an event that
+"""The webhook path as docs/operating.md documents it (issue 18): the exact command block lands an event that
 `talktime ingest` turns into rows; an event ingest could not use is refused; an ingest that skipped
 every record is no silent success."""
 
@@ -25,7 +25,7 @@ from tests.test_docs import ROOT, code_blocks, section
 
 pytestmark = FLOW_TEST_MARKS
 
-# The README's curl example as it was: `data` without a transcript, landed, then skipped by ingest.
+# The documented curl example as it was: `data` without a transcript, landed, then skipped by ingest.
 WITHOUT_TRANSCRIPT = {
     "id": "5f0c4a3e-1b2d-4c6e-8a9b-000000000001",
     "created_at": "2026-11-23T12:00:00Z",
@@ -35,15 +35,15 @@ WITHOUT_TRANSCRIPT = {
 
 
 def readme_block() -> list[str]:
-    """The lines of the shell block of README's "Webhooks" section."""
-    text = section((ROOT / "README.md").read_text(encoding="utf-8"), "## Webhooks")
+    """The lines of the shell block of the "Webhooks" section of docs/operating.md."""
+    text = section((ROOT / "docs" / "operating.md").read_text(encoding="utf-8"), "## Webhooks")
     (block,) = [content for info, content in code_blocks(text) if info == "sh"]
     return block.splitlines()
 
 
 @pytest.fixture
 def readme_receiver(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str]]]:
-    """The README's lines, on a free port and in tmp_path, with its receiver started by its own line."""
+    """The documented lines, on a free port and in tmp_path, with its receiver started by its own line."""
     port, block = free_port(), readme_block()
     found = re.search(r"--port (\d+)", block[1])
     assert found, block[1]
@@ -65,7 +65,7 @@ def readme_receiver(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str]]
                     break
             except httpx.TransportError:
                 pass
-            assert receiver.poll() is None and time.monotonic() < deadline, "the README's receiver did not start"
+            assert receiver.poll() is None and time.monotonic() < deadline, "the documented receiver did not start"
             time.sleep(0.1)
         yield lines, {"PATH": os.environ["PATH"]}
     finally:
