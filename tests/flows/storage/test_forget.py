@@ -4,6 +4,7 @@ again unless a run names `--refetch forgotten`, an erasure log by id only, check
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -15,7 +16,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows import runs
+from flows.batch import fetch_batch
 from flows.cli import main
+from flows.emulator.server import EmulatorServer
 from flows.outcomes import Outcome
 from flows.storage.dataset import Dataset
 from flows.storage.forget import forget
@@ -23,12 +27,13 @@ from flows.storage.ledgerlog import load_ledger
 from flows.storage.store import Store
 from flows.storage.verify import verify
 from tests.crash_driver import CRASH_ENV
+from tests.flows.storage.test_ledger_rebuild import poll, server
 from tests.flows.storage.test_object_storage import s3_endpoint, s3_url
 from tests.flows.storage.test_storage import ROOT
 from tests.helpers import commit_outcomes, drop_ledger, item
 from transforms.schemas import TABLES
 
-__all__ = ["s3_endpoint"]  # a fixture, used by name
+__all__ = ["s3_endpoint", "server"]  # fixtures, used by name
 IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(8)]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 MARKER = "MARKER the patient reported chest pain MARKER"
@@ -165,3 +170,23 @@ def test_forget_killed_at_each_step_leaves_all_or_none_of_an_id_s_rows(tmp_path:
         statuses = load_ledger(Store(str(killed))).filter(pl.col("transcription_id").is_in(GONE))["status"]
         assert (statuses == "forgotten").all() is erased, point
         assert verify(str(killed)).consistent, point
+
+
+def test_a_run_never_polls_a_forgotten_id_unless_refetch_names_it(tmp_path: Path, server: EmulatorServer) -> None:
+    from flows.settings import RunSettings
+
+    out, ids_file = tmp_path / "out", tmp_path / "ids.txt"
+    ids = list(server.app.config.responses)[:4]
+    poll(server, out, ids, ids_file)
+    forget(str(out), ids[:2])
+    before = dict(server.app.requests)
+    summary = poll(server, out, ids, ids_file)  # the same manifest again, as the hourly deployment does
+    assert dict(server.app.requests) == before and summary.already_final == 4
+    assert rows_of(str(out), ids[:2]) == dict.fromkeys(TABLES, 0)
+    ids_file.write_text("\n".join(ids) + "\n")
+    settings = RunSettings(api_url=server.api_url, ids_file=str(ids_file), out=str(out), batch_size=3,
+                           max_wait_s=0, refetch=("forgotten",))  # fmt: skip
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs.poll(settings, lambda spec: pool.submit(fetch_batch, settings, spec), logging.getLogger("test"))
+    assert rows_of(str(out), ids[:2])["transcriptions"] == 2  # named explicitly: fetched and written again
+    assert verify(str(out)).consistent
