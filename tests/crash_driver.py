@@ -47,9 +47,10 @@ def _counted(method: Callable[..., Any], crash_at: int) -> Callable[..., Any]:
 def install_counter(crash_at: int = 0) -> None:
     """Count (and with `crash_at`, crash at) every mutating storage operation of this process."""
     for name in MUTATING:
-        original = getattr(Store, name)
-        setattr(Store, name, _counted(getattr(original, "__wrapped__", original), crash_at))
-        getattr(Store, name).__wrapped__ = getattr(original, "__wrapped__", original)
+        current = getattr(Store, name)
+        original = getattr(current, "_uncounted", current)  # Store's own method (with its I/O error translation)
+        setattr(Store, name, _counted(original, crash_at))
+        getattr(Store, name)._uncounted = original
 
 
 def ingest_without_prefect(out: str, batch_size: int, inputs: list[str], in_flight: int = 2) -> RunSummary:
