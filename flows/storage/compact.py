@@ -15,9 +15,12 @@ twice from the moment its merged file lands until its last small file is deleted
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from flows.storage.commit import PARQUET_OPTIONS, Transaction, moved, rewritable, to_arrow
 from flows.storage.dataset import Dataset
@@ -51,16 +54,31 @@ def compact_partition(dataset: Dataset, date: str, files: dict[str, list[str]]) 
     file_id = transaction.record.batch_id
     moves = moved(pl.Series([], dtype=pl.String), file_id, date)
     for table, paths in files.items():
-        # Files of an older schema version get the columns added since as nulls (not recomputed).
-        merged = pl.concat([conform_table(rewritable(store.read_parquet(p), p), table) for p in paths])
-        transaction.stage(
-            f"{table}.parquet", to_arrow(table, merged), data_path(table, date, file_id), **PARQUET_OPTIONS
-        )
+        ids = _merge(store, table, paths, f"{transaction.staging}/{table}.parquet")
+        transaction.adopt(f"{transaction.staging}/{table}.parquet", data_path(table, date, file_id))
         for path in paths:
             transaction.delete(path)
         if table == "transcriptions":
-            moves = moved(merged["transcription_id"].unique(maintain_order=True), file_id, date)
+            moves = moved(ids, file_id, date)
     dataset.commit_moves(transaction, moves)
+
+
+def _merge(store: Store, table: str, paths: list[str], staged: str) -> pl.Series:
+    """Write the rows of `paths` as one Parquet file at `staged`, a file at a time (memory: the largest
+    file, not the partition; each file's rows stay sorted, as row groups of the merged file); the
+    ids it holds. Files of an older schema version get the columns added since as nulls."""
+    ids: list[pl.Series] = []
+    with tempfile.TemporaryDirectory(prefix="talktime-compact-") as scratch:
+        local = os.path.join(scratch, "merged.parquet")
+        schema = to_arrow(table, pl.DataFrame(schema=TABLES[table])).schema
+        options = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
+        with pq.ParquetWriter(local, schema, **options) as writer:
+            for path in paths:
+                rows = conform_table(rewritable(store.read_parquet(path), path), table)
+                writer.write_table(to_arrow(table, rows), row_group_size=PARQUET_OPTIONS["row_group_size"])
+                ids.append(rows["transcription_id"])
+        store.put_file(local, staged)
+    return pl.concat(ids).unique(maintain_order=True) if ids else pl.Series([], dtype=pl.String)
 
 
 def compact_written(dataset: Dataset, limit: int = MAX_FILES_PER_PARTITION) -> int:

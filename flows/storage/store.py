@@ -22,6 +22,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,10 +134,20 @@ class Store:
     def put_file(self, local: str, relative: str) -> None:
         """Place a local file at `relative` whole: a rename on the same disk, else one upload."""
         target = self.path(relative)
-        if self.local:
-            _rename(Path(local), Path(target))
+        if not self.local:
+            pafs.copy_files(local, target, destination_filesystem=self.fs)
             return
-        pafs.copy_files(local, target, destination_filesystem=self.fs)
+        try:
+            _rename(Path(local), Path(target))
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            aside = Path(target).with_name(f".{Path(target).name}.{uuid.uuid4().hex[:8]}.tmp")
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, aside)  # another disk: copied beside the target, then renamed (atomic)
+            with aside.open("rb+") as handle:
+                os.fsync(handle.fileno())
+            _rename(aside, Path(target))
 
     @_io("read")
     def read_bytes(self, relative: str) -> bytes:

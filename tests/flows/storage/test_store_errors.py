@@ -48,3 +48,28 @@ def test_a_store_method_translates_io_errors_and_keeps_file_not_found(
     with pytest.raises(TransientStorageError, match=r"^cannot write .*/b\.json: Input/output error$"):
         store.write_bytes("b.json", b"{}")
     assert store.read_bytes("a.json") == b"{}"
+
+
+def test_a_file_put_from_another_disk_is_copied_beside_the_target_then_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import flows.storage.store
+
+    rename = flows.storage.store._rename
+    calls: list[str] = []
+
+    def cross_device(src: Path, dst: Path) -> None:
+        calls.append(src.name)
+        if len(calls) == 1:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        rename(src, dst)
+
+    monkeypatch.setattr(flows.storage.store, "_rename", cross_device)
+    local = tmp_path / "scratch.parquet"
+    local.write_bytes(b"content")
+    Store(str(tmp_path / "out")).put_file(str(local), "x/y.parquet")
+    assert (tmp_path / "out" / "x" / "y.parquet").read_bytes() == b"content"
+    assert len(calls) == 2 and calls[1].startswith(".y.parquet.")  # the copy, renamed into place
+    assert [p for p in os.listdir(tmp_path / "out" / "x") if p.endswith(".tmp")] == []
