@@ -36,11 +36,17 @@ written to data/bench/results/ with every command's log.
     make bench BENCH_ARGS="--sizes 500 --skip-dlt"   # smoke run, a minute or two
     .venv/bin/python -m benchmarks.bench --only run --run-ids 2000
     .venv/bin/python -m benchmarks.bench --only history    # the history rows (opt-in, see below)
+    .venv/bin/python -m benchmarks.bench --only large      # the large-transcript rows (opt-in)
 
 3. With `--history` (or `--only history`): the history rows (`benchmarks/history_rows.py`): the
    same ingest into an empty output and into outputs already holding 1M and 10M transcriptions
    (synthesised directly, `benchmarks/history.py`), and the cost per transcription of building
    100k and 1M through `talktime ingest`.
+4. With `--large` (or `--only large`): the large-transcript rows (`benchmarks/large_rows.py`, issue
+   19): `talktime ingest` of 200 records of ~5 MiB (tens of thousands of items each) with the
+   default memory budget and with `--memory-budget-mb 512`, and of one 300 MiB record (an `error`
+   row, record_too_large), each peak RSS next to the budget plus the baseline (an ingest of 10
+   small responses).
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.history_rows import bench_history
+from benchmarks.large_rows import bench_large
 from benchmarks.proctree import Usage, measure, tree_rss_mib
 from benchmarks.refvenv import ref_python
 from benchmarks.report import NOTES, Row, failure, machine, markdown, target
@@ -601,7 +608,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="20000,100000", help="responses per ingest data set, comma-separated")
-    parser.add_argument("--only", choices=("ingest", "run", "history"), help="run one section only")
+    parser.add_argument("--only", choices=("ingest", "run", "history", "large"), help="run one section only")
     parser.add_argument("--skip-run", action="store_true", help="skip the `talktime run` section")
     parser.add_argument("--skip-dlt", action="store_true", help="skip the dlt reference")
     parser.add_argument("--skip-pandas", action="store_true", help="skip the pandas reference")
@@ -638,8 +645,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="responses of 4 items (small, the issue's setting) or the bench's full-size ones (~200 items)",
     )
     history.add_argument("--history-repeat", type=int, default=1, help="measure each history ingest this many times")
+    large = parser.add_argument_group("large-transcript rows (`--large` or `--only large`; benchmarks/large_rows.py)")
+    large.add_argument("--large", action="store_true", help="add the large-transcript rows (opt-in)")
+    large.add_argument("--large-records", type=int, default=200, help="records of the large file (0: none)")
+    large.add_argument("--large-record-mib", type=float, default=5.0, help="size of each of its records")
+    large.add_argument("--large-budgets", default="512", help="--memory-budget-mb values measured after the default")
+    large.add_argument("--huge-record-mib", type=float, default=300.0, help="size of the lone huge record (0: none)")
     args = parser.parse_args(argv)
     args.sizes = sizes_of(args.sizes)
+    args.large_budgets = sizes_of(args.large_budgets)
     args.history_sizes = sizes_of(args.history_sizes)
     args.build_sizes = sizes_of(args.build_sizes)
     return args
@@ -681,6 +695,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 bench_run(bench)
             if args.only == "history" or (args.only is None and args.history):
                 bench_history(bench)
+            if args.only == "large" or (args.only is None and args.large):
+                bench_large(bench)
     finally:
         text = report(bench, started)
         bench.results.mkdir(parents=True, exist_ok=True)
