@@ -52,20 +52,6 @@ def output_options(json_summary: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-TEXT_CHOICES = ("keep", "drop", "hash")
-
-
-def add_text_option(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument(
-        "--text",
-        choices=TEXT_CHOICES,
-        default="keep",
-        help=f"what {what} keeps of transcript text (patient data): keep it, drop it, or hash it (HMAC-SHA256 "
-        "keyed with $TALKTIME_TEXT_HMAC_KEY or the Secret block 'talktime-text-hmac-key'); drop is recommended"
-        + ("; recorded by the output's first run, and another policy is refused later" if what == "the output" else ""),
-    )
-
-
 def talktime_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
 from flows.cli.common import AddCommand, announces
 from flows.cli.jobs import outcome
+from flows.cli.options import build_settings
+from flows.cli.run import run_checked
+from flows.secrets import API_KEY_ENV
+from flows.settings import RunSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
@@ -22,8 +27,6 @@ def add_parser(add: AddCommand, job: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.cli.commands import build_parser  # commands imports this module
-    from flows.cli.run import run_checked
     from flows.emulator.app import EmulatorConfig
     from flows.emulator.server import EmulatorServer, load_responses
 
@@ -34,12 +37,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = EmulatorConfig(responses=load_responses([samples / "responses"]), ongoing_polls=1)
     with EmulatorServer(config) as server:
         print(f"talktime demo: emulator on {server.api_url}", flush=True)
-        demo_args = build_parser().parse_args(
-            ["run", "--api-url", server.api_url, "--ids", str(samples / "ids.txt"), "--out", str(out),
-             "--api-key", config.api_key, "--batch-size", "25", "--max-wait", "3"]
-            + (["--quiet"] if args.quiet else [])
-        )  # fmt: skip
-        state = run_checked(demo_args, announces(args))
+        settings = build_settings(RunSettings, {"api_url": server.api_url, "ids_file": str(samples / "ids.txt"),
+                                                "out": str(out), "batch_size": 25, "max_wait_s": 3})  # fmt: skip
+        os.environ[API_KEY_ENV] = config.api_key  # the emulator's key, for this process only
+        state = run_checked(settings, announces(args))
     code = outcome(state, args, str(out))
     if code == 0:
         from flows.report import write_report

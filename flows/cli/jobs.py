@@ -1,5 +1,5 @@
-"""What `run`, `ingest` and `demo` share: the scale-out options, the checks before the flow, the outcome,
-and a run whose Prefect API went away (exit 4)."""
+"""What `run`, `ingest` and `demo` share: the flags of their common fields, the checks before the flow, the
+outcome, and a run whose Prefect API went away (exit 4)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flows.cli.options import Flag
 from flows.errors import ConfigurationError
 from flows.settings import IngestSettings, RunSettings
 
@@ -20,25 +21,12 @@ if TYPE_CHECKING:
     from flows.summary import RunSummary
 
 
-def add_runner_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("scale-out")
-    g.add_argument(
-        "--task-runner",
-        choices=["threads", "dask"],
-        help="where the batch tasks run: threads of this process (default), or Dask workers "
-        "(needs a Prefect server: PREFECT_API_URL)",
-    )
-    g.add_argument(
-        "--dask-address",
-        metavar="tcp://HOST:PORT",
-        help="scheduler of an existing Dask cluster (implies --task-runner dask); "
-        "without it, --task-runner dask starts a LocalCluster of one worker process per core",
-    )
-
-
-def runner_settings(args: argparse.Namespace) -> dict[str, object]:
-    runner = args.task_runner or ("dask" if args.dask_address else "threads")
-    return {"task_runner": runner, "dask_address": args.dask_address}
+# The fields RunSettings and IngestSettings share, where the command line shows them differently.
+JOB_FLAGS = {
+    "text_policy": Flag("--text"),
+    "task_runner": Flag(group="scale-out"),
+    "dask_address": Flag(metavar="tcp://HOST:PORT", group="scale-out"),
+}
 
 
 def check_output(out: str) -> None:

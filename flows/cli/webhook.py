@@ -7,11 +7,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.cli.common import AddCommand, add_text_option
+from flows.cli.common import AddCommand
 from flows.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from flows.webhook.receiver import ReceiverLimits
+
+TEXT_CHOICES = ("keep", "drop", "hash")
 
 
 def add_parser(add: AddCommand, job: argparse.ArgumentParser) -> None:
@@ -21,7 +23,7 @@ def add_parser(add: AddCommand, job: argparse.ArgumentParser) -> None:
     hook.add_argument("--port", type=int, default=8766, help="port to listen on")
     hook.add_argument("--landing", required=True, help="folder where events land as NDJSON files")
     hook.add_argument("--secret-env", required=True, help="name of the environment variable holding the secret")
-    add_text_option(hook, "a landed event")
+    _add_text_option(hook)
     hook.add_argument(
         "--max-body-mb", type=float, metavar="MB", help="refuse event bodies over this many MiB with 413 (default 16)"
     )
@@ -41,6 +43,16 @@ def add_parser(add: AddCommand, job: argparse.ArgumentParser) -> None:
     )
     hook.add_argument(
         "--max-connections", type=int, default=256, metavar="N", help="answer 503 and close connections beyond N"
+    )
+
+
+def _add_text_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--text",
+        choices=TEXT_CHOICES,
+        default="keep",
+        help="what a landed event keeps of transcript text (patient data): keep it, drop it, or hash it (HMAC-SHA256 "
+        "keyed with $TALKTIME_TEXT_HMAC_KEY or the Secret block 'talktime-text-hmac-key'); drop is recommended",
     )
 
 
