@@ -8,7 +8,7 @@ variables) and read at the edge by `flows.secrets`.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -80,22 +80,32 @@ class _Settings(BaseModel):
         DEFAULT_STORAGE_SECRET_PREFIX, description="Secret blocks `{prefix}-aws-*` hold S3 credentials"
     )
     task_runner: Literal["threads", "dask"] = Field(
-        "threads", description="where the batch tasks run: threads of the flow's process, or Dask workers"
+        "threads",
+        description="where the batch tasks run: threads of the flow's process, or Dask workers "
+        "(which need a Prefect server: PREFECT_API_URL)",
     )
     dask_address: str | None = Field(
         None,
-        description="scheduler of an existing Dask cluster (tcp://HOST:PORT) for task_runner dask; "
-        "none: a LocalCluster sized to this machine",
+        description="scheduler of an existing Dask cluster, tcp://HOST:PORT (implies task_runner dask); "
+        "without it, task_runner dask starts a LocalCluster of one worker process per core",
     )
     text_policy: Literal["keep", "drop", "hash"] = Field(
         "keep",
-        description="what the item tables keep of transcript text: keep it, drop it (null), or hash it "
-        "(HMAC-SHA256 under the key in the text_key_secret block or TALKTIME_TEXT_HMAC_KEY); recorded by "
-        "the output's first run, and a later run asking for another is refused. Metrics are the same either way",
+        description="what the item tables keep of transcript text (patient data): keep it, drop it (null), or "
+        "hash it (HMAC-SHA256 keyed with $TALKTIME_TEXT_HMAC_KEY or the Secret block text_key_secret, "
+        "'talktime-text-hmac-key' by default); drop is recommended; recorded by the output's first run, and a "
+        "later run asking for another is refused. Metrics are the same either way",
     )
     text_key_secret: str = Field(
         DEFAULT_TEXT_KEY_SECRET, description="Secret block holding the key of text_policy hash"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _address_implies_dask(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dask_address") and "task_runner" not in data:
+            return {**data, "task_runner": "dask"}
+        return data
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> Self:
@@ -119,39 +129,47 @@ class RunSettings(_Settings):
     concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, description="requests in flight at most")
     rate_limit: float | None = Field(None, gt=0, description="requests per second at most")
     max_wait_s: float = Field(DEFAULT_MAX_WAIT_S, ge=0, description="seconds to re-poll an id still ongoing")
-    expire_after_s: float = Field(DEFAULT_EXPIRE_AFTER_S, ge=0, description="pending this long -> expired")
+    expire_after_s: float = Field(
+        DEFAULT_EXPIRE_AFTER_S, ge=0, description="mark ids still pending this long after first seen as `expired`"
+    )
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, description="attempts per request at most")
-    down_after_s: float = Field(DEFAULT_DOWN_AFTER_S, gt=0, description="stop when every request fails this long")
+    down_after_s: float = Field(
+        DEFAULT_DOWN_AFTER_S, gt=0, description="stop the run early when every request has failed this long"
+    )
     max_response_mb: float = Field(
         DEFAULT_MAX_RESPONSE_BYTES / MIB,
         gt=0,
         allow_inf_nan=False,
-        description="largest response body read (MiB, decompressed)",
+        description="largest response body read, in MiB after decompression; larger is a `response_too_large` row",
     )
     request_deadline_s: float = Field(
         DEFAULT_REQUEST_DEADLINE_S,
         gt=0,
         allow_inf_nan=False,
-        description="seconds one request may take in all, body included",
+        description="longest one request may take in all, body included; then it is retried",
     )
     api_key_secret: str = Field(DEFAULT_API_KEY_SECRET, description="Secret block holding the API key")
-    oauth_client_id: str | None = Field(None, description="OAuth client id (dialect B)")
-    private_key_file: str | None = Field(None, description="PEM file of the OAuth client's private key")
+    oauth_client_id: str | None = Field(
+        None, description="OAuth client id (dialect B); switches to OAuth client credentials"
+    )
+    private_key_file: str | None = Field(None, description="PEM file of the OAuth client's RS256 private key")
     private_key_secret: str = Field(DEFAULT_PRIVATE_KEY_SECRET, description="Secret block holding that key")
     requests_limit: str | None = Field(
         None,
         description="Prefect global concurrency limit with slot decay shared by every run against this API "
         "(`prefect gcl create NAME --limit N --slot-decay-per-second R`): each request takes a slot; "
-        "a limit that does not exist stops the run",
+        "a limit that does not exist stops the run (needs a Prefect server; see README)",
     )
     max_error_share: float = Field(
         DEFAULT_MAX_ERROR_SHARE,
         ge=0,
         le=1,
-        description="the run fails (exit 1) when more than this share of the ids it polled end in `error`",
+        description="the run fails (exit 1) when more than this share (0-1) of the ids it polled end in `error`",
     )
     refetch: tuple[RefetchStatus, ...] = Field(
-        (), description="final statuses whose ids are polled again (e.g. not_found after a wrong api_url)"
+        (),
+        description="poll again the ids whose recorded outcome is one of these final statuses (succeeded, failed, "
+        "not_found, expired), e.g. not_found after a run with a wrong API URL",
     )
     check_route: bool = Field(
         True, description="stop (exit 2) before recording anything when every id of the first batch answers 404"
@@ -180,6 +198,6 @@ class IngestSettings(_Settings):
     )
     delete_after_commit: bool = Field(
         False,
-        description="delete each input file once every record of it is committed (a file with an unreadable "
-        "record, or that grew while being read, is kept)",
+        description="delete each input file once every record of it is committed (crash-safe; a file with an "
+        "unreadable record, or that changed since it was read, is kept)",
     )

@@ -269,7 +269,7 @@ def test_the_progress_bar_appears_only_once_the_work_took_longer_than_its_delay(
 ) -> None:
     import io
 
-    from flows.cli.commands import _DelayedBar
+    from flows.cli.verify import _DelayedBar
 
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
