@@ -169,7 +169,8 @@ class RunSettings(_Settings):
     refetch: tuple[RefetchStatus, ...] = Field(
         (),
         description="poll again the ids whose recorded outcome is one of these final statuses (succeeded, failed, "
-        "not_found, expired), e.g. not_found after a run with a wrong API URL",
+        "not_found, expired, forgotten), e.g. not_found after a run with a wrong API URL; forgotten ids (talktime "
+        "forget) are polled again only when named",
     )
     check_route: bool = Field(
         True, description="stop (exit 2) before recording anything when every id of the first batch answers 404"
