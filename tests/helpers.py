@@ -64,3 +64,21 @@ def write_ledger(out: str | Path, ledger: pl.DataFrame) -> None:
     """Make `ledger` the whole stored ledger (as an output written before the ledger log holds it)."""
     drop_ledger(out)
     ledger.write_parquet(Path(out) / "_talktime" / "ledger.parquet")
+
+
+def wait_until_healthy(process: Any, port: int, what: str, timeout_s: float = 30.0) -> None:
+    """Wait until a receiver started as `process` answers 200 on /healthz at `port` (AssertionError
+    naming `what` if it exits or does not answer in time)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, f"{what} did not start"
+        time.sleep(0.1)

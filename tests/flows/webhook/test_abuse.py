@@ -30,6 +30,7 @@ from flows.webhook.events import sign
 from flows.webhook.receiver import ReceiverLimits, WebhookApp
 from flows.webhook.server import GuardedH11Protocol
 from tests.flows.webhook.test_webhook import NOW, SECRET, Chunks, WebhookServer, call_app, event, fresh_headers, landed
+from tests.helpers import wait_until_healthy
 
 MIB = 1024 * 1024
 READ_TIMEOUT_S = 1.0
@@ -118,15 +119,7 @@ def webhook_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], i
     env = os.environ | {"TALKTIME_TEST_WEBHOOK_SECRET": SECRET}
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "the receiver did not start"
-            time.sleep(0.1)
+        wait_until_healthy(process, port, "the receiver")
         yield process, port
     finally:
         process.terminate()

@@ -9,11 +9,9 @@ import os
 import re
 import shlex
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from flows.cli import main
@@ -21,6 +19,7 @@ from flows.storage.reader import read_table
 from tests.conftest import FLOW_TEST_MARKS
 from tests.flows.webhook.test_abuse import free_port
 from tests.flows.webhook.test_webhook import event
+from tests.helpers import wait_until_healthy
 from tests.test_docs import ROOT, code_blocks, section
 
 pytestmark = FLOW_TEST_MARKS
@@ -58,15 +57,7 @@ def readme_receiver(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str]]
     receiver = subprocess.Popen(["bash", "-c", f"{export}; exec {serve.removesuffix(' &')}"], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert receiver.poll() is None and time.monotonic() < deadline, "the documented receiver did not start"
-            time.sleep(0.1)
+        wait_until_healthy(receiver, port, "the documented receiver")
         yield lines, {"PATH": os.environ["PATH"]}
     finally:
         receiver.terminate()
