@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DEFAULT_API_VERSION = "2024-04-22"
 DEFAULT_RUN_BATCH_SIZE = 200
-# A batch is one task and one commit; its metrics are computed 250 transcriptions at a time
+# A batch is one task and one commit; its metrics are computed 1,000 transcriptions at a time
 # (flows.transform.TRANSFORM_CHUNK), so memory does not grow with the batch. 500 records per
 # batch, 3 in flight: both cores stay busy through each task's Prefect API calls, the task runs
 # are few (each costs Prefect ~20 ms), and the peak stays near 800 MiB (README, Benchmarks).

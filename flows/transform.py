@@ -13,11 +13,10 @@ import polars as pl
 
 from flows.outcomes import Outcome, responses_frame, transcripts_of
 from transforms.flatten import LANDED_HASH_FIELD, flatten_transcripts, raw_items_json
-from transforms.metrics import speaker_metrics
+from transforms.metrics import metric_tables
 from transforms.pipeline import collect_tables, item_tables, rejected_keys
 from transforms.schemas import RESPONSES, SORT_KEYS, conform
 from transforms.text import TextPolicyName, apply_text_policy
-from transforms.transcriptions import transcription_metrics
 
 RAW_JSON_SCHEMA = pl.Schema({"transcription_id": pl.String(), "item_index": pl.Int32(), "raw_item": pl.String()})
 
@@ -65,7 +64,7 @@ def decode_outcomes(outcomes: list[Outcome]) -> Decoded:
     return Decoded(conform(responses_frame(outcomes), RESPONSES).collect(), raw, raw_json)
 
 
-TRANSFORM_CHUNK = 250  # transcriptions per metrics pass: ~55k items, ~230 MiB at the peak
+TRANSFORM_CHUNK = 1000  # transcriptions per metrics pass (one sweep: about 200 B per item at the peak)
 
 
 def build_tables(
@@ -86,12 +85,10 @@ def build_tables(
 
 def _tables(decoded: Decoded, text: TextPolicy) -> dict[str, pl.DataFrame]:
     items = collect_tables(item_tables(decoded.raw_items.lazy(), decoded.raw_json.lazy()))
-    items_lazy, rejected_lazy = items["transcript_items"].lazy(), items["rejected_items"].lazy()
-    # Collected stage by stage: polars would otherwise recompute speaker metrics for transcriptions.
-    speakers = speaker_metrics(items_lazy).collect()
+    valid, rejected = items["transcript_items"], items["rejected_items"]
     responses = conform(decoded.responses.lazy(), RESPONSES)
-    transcriptions = transcription_metrics(responses, items_lazy, rejected_lazy, speakers.lazy()).collect()
-    tables = {"transcriptions": transcriptions, "speaker_metrics": speakers, **items}
+    metrics = collect_tables(metric_tables(valid.lazy(), responses, rejected.lazy()))
+    tables = {**metrics, "transcript_items": valid, "rejected_items": rejected}
     tables = apply_text_policy(tables, text.name, text.key, _landed_hashes(decoded) if text.name == "hash" else None)
     return {name: frame.sort(*SORT_KEYS[name]) for name, frame in tables.items()}
 

@@ -78,3 +78,11 @@ def test_only_rejected_items() -> None:
     row = t["transcriptions"].row(0, named=True)
     assert (row["item_count"], row["rejected_item_count"], row["first_start_ms"]) == (0, 1, None)
     assert t["speaker_metrics"].height == 0
+
+
+def test_talk_share_is_the_correctly_rounded_quotient() -> None:
+    """polars divides by a broadcast scalar through its reciprocal: 3 * (1/5) is 0.6000000000000001."""
+    m = metrics_by_speaker([item("doctor", 0, 1), item("patient", 0, 1), item("unspecified", 0, 3)])
+    assert m["unspecified"]["talk_share"] == 3 / 5
+    m = metrics_by_speaker([item("doctor", 0, 10), item("patient", 0, 1)])
+    assert m["doctor"]["talk_share"] == 10 / 11

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms.metrics import TID, transcription_time, turns
+from tests.transforms.previous.metrics import TID, transcription_time, turns
 from transforms.schemas import TRANSCRIPTIONS, conform
 
 _ZERO_WHEN_NO_ITEMS = (
