@@ -13,7 +13,7 @@ import polars as pl
 
 from flows.outcomes import Outcome, responses_frame, transcripts_of
 from transforms.flatten import LANDED_HASH_FIELD, flatten_transcripts, raw_items_json
-from transforms.metrics import metric_tables
+from transforms.metrics import TIME_ORDER, metric_tables
 from transforms.pipeline import collect_tables, item_tables, rejected_keys
 from transforms.schemas import RESPONSES, SORT_KEYS, conform
 from transforms.text import TextPolicyName, apply_text_policy
@@ -64,6 +64,7 @@ def decode_outcomes(outcomes: list[Outcome]) -> Decoded:
     return Decoded(conform(responses_frame(outcomes), RESPONSES).collect(), raw, raw_json)
 
 
+assert SORT_KEYS["transcript_items"] == TIME_ORDER  # the metrics sweep reads the items table's order
 TRANSFORM_CHUNK = 1000  # transcriptions per metrics pass (one sweep: about 200 B per item at the peak)
 
 
@@ -85,11 +86,14 @@ def build_tables(
 
 def _tables(decoded: Decoded, text: TextPolicy) -> dict[str, pl.DataFrame]:
     items = collect_tables(item_tables(decoded.raw_items.lazy(), decoded.raw_json.lazy()))
-    valid, rejected = items["transcript_items"], items["rejected_items"]
+    # sorted once: the items table's order is the time order the metrics sweep
+    valid = items["transcript_items"].sort(*SORT_KEYS["transcript_items"])
+    rejected = items["rejected_items"]
     responses = conform(decoded.responses.lazy(), RESPONSES)
-    metrics = collect_tables(metric_tables(valid.lazy(), responses, rejected.lazy()))
+    metrics = collect_tables(metric_tables(valid.lazy(), responses, rejected.lazy(), presorted=True))
     tables = {**metrics, "transcript_items": valid, "rejected_items": rejected}
     tables = apply_text_policy(tables, text.name, text.key, _landed_hashes(decoded) if text.name == "hash" else None)
+    # cheap on the sorted items (a join of apply_text_policy need not keep their order)
     return {name: frame.sort(*SORT_KEYS[name]) for name, frame in tables.items()}
 
 

@@ -6,6 +6,8 @@ written in) and every metric comes from running columns over that one sorted fra
 small group-bys (per transcription and speaker, per transcription). Nothing loops over items or
 transcriptions in Python, and no step sorts, joins or groups the items a second time.
 
+The items table is sorted the same way, so the transform sorts the items once, for both.
+
 **Keys.** Each transcription gets an integer key (its rank in the sorted frame) and each speaker
 a code (its place in SPEAKERS), so grouping never hashes the 36-character ids. A running maximum
 over the whole frame must not carry one transcription's values into the next: values are offset
@@ -73,8 +75,10 @@ def _changed(column: str) -> pl.Expr:
     return (pl.col(column) != pl.col(column).shift(1)).fill_null(True)
 
 
-def sweep(items: pl.LazyFrame) -> pl.LazyFrame:
+def sweep(items: pl.LazyFrame, *, presorted: bool = False) -> pl.LazyFrame:
     """Valid items -> one row per item in time order, with the running columns every metric reads.
+
+    `presorted`: the items are in TIME_ORDER already (the items table is written in that order).
 
     Columns: TID, KEY, WHO, START, END, word_count, question (bool), interrupts (bool),
     `_union_<set>` (ms the item adds to its set's union; 0 outside the set), and the turn columns
@@ -88,7 +92,9 @@ def sweep(items: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("word_count").cast(pl.Int64),
         pl.col("text").str.contains(QUESTION_PATTERN).fill_null(False).alias("question"),
         pl.col("speaker").cast(SPEAKER_ENUM).to_physical().cast(pl.Int8).alias(WHO),
-    ).sort(*TIME_ORDER)
+    )
+    if not presorted:
+        base = base.sort(*TIME_ORDER)
     keyed = base.with_columns(_changed(TID).cum_sum().alias(KEY)).with_columns(
         # the furthest end (offset by the key) of the set's items up to this row, inclusive
         *(
@@ -269,9 +275,14 @@ def transcription_metrics(
     return conform(table.sort(TID), TRANSCRIPTIONS)
 
 
-def metric_tables(items: pl.LazyFrame, responses: pl.LazyFrame, rejected: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
-    """The two metric tables of a batch, from one shared sweep (collect them together: `pl.collect_all`)."""
-    timeline = sweep(items).cache()
+def metric_tables(
+    items: pl.LazyFrame, responses: pl.LazyFrame, rejected: pl.LazyFrame, *, presorted: bool = False
+) -> dict[str, pl.LazyFrame]:
+    """The two metric tables of a batch, from one shared sweep (collect them together: `pl.collect_all`).
+
+    `presorted`: the items are in TIME_ORDER already.
+    """
+    timeline = sweep(items, presorted=presorted).cache()
     per_tid = per_transcription(timeline).cache()
     runs = turns(timeline).cache()
     return {

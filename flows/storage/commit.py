@@ -52,10 +52,14 @@ from flows.storage.store import Store
 from transforms.dictionary import descriptions
 from transforms.schemas import SCHEMA_VERSION, SORT_KEYS, TABLES, conform_table
 
+# Free text gets no dictionary: its values rarely repeat, so pyarrow would build a dictionary per
+# page only to fall back to plain (a 20,000-response items table: 12% smaller, and less CPU).
+FREE_TEXT = frozenset({"text", "raw_item", "error_message", "error_payload"})
 PARQUET_OPTIONS: dict[str, object] = {
     "compression": "zstd",
     "row_group_size": 256 * 1024,
     "write_statistics": True,
+    "use_dictionary": sorted({name for schema in TABLES.values() for name in schema} - FREE_TEXT),
 }
 new_batch_id = new_file_id
 __all__ = ["INTERNAL", "PARTITION", "data_path", "new_batch_id", "staging_dir"]
@@ -70,7 +74,7 @@ def table_metadata(table: str) -> dict[bytes, bytes]:
     }
 
 
-def to_arrow(table: str, frame: pl.DataFrame) -> pa.Table:
+def to_arrow(table: str, frame: pl.DataFrame, *, presorted: bool = False) -> pa.Table:
     """The frame checked against the table's declared schema, as Arrow with our metadata.
 
     Each field carries its data-dictionary description (field metadata `description`, read by
@@ -79,7 +83,7 @@ def to_arrow(table: str, frame: pl.DataFrame) -> pa.Table:
     """
     if frame.schema != TABLES[table]:
         raise StorageError(f"{table}: output schema {dict(frame.schema)} differs from the declared one")
-    data = frame.sort(*SORT_KEYS[table]).to_arrow()
+    data = (frame if presorted else frame.sort(*SORT_KEYS[table])).to_arrow()
     described = descriptions(table)
     fields = [
         f.with_metadata({b"description": described[f.name].encode()}) if f.name in described else f for f in data.schema
@@ -123,10 +127,13 @@ class CommitRecord:
 def stage_tables(store: Store, batch_id: str, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
     """Stage a batch's four files (step 1; none when every table is empty); rows per table.
 
+    `frames` are in SORT_KEYS order, as `flows.transform.build_tables` returns them.
+
     Safe to run anywhere, in parallel with other batches and with the commits of earlier ones:
     nothing outside the batch's own staging folder is touched until its commit.
     """
-    arrow = {table: to_arrow(table, frame) for table, frame in frames.items()}  # schema check before any write
+    # schema check before any write; the transform's tables are in SORT_KEYS order already
+    arrow = {table: to_arrow(table, frame, presorted=True) for table, frame in frames.items()}
     if not any(data.num_rows for data in arrow.values()):
         return {}
     for table, data in arrow.items():  # Store turns I/O errors into StorageError
