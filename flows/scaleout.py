@@ -27,6 +27,7 @@ from typing import Any
 from flows.batch import BatchSpec
 from flows.errors import ConfigurationError, WorkerLostError
 from flows.settings import IngestSettings, RunSettings
+from flows.workerpool import size_polars_pool, worker_api_url
 
 Submit = Callable[[BatchSpec], Any]  # a batch's spec -> a future whose .result() is its StagedBatch
 
@@ -76,13 +77,9 @@ def local_cluster_options(api_url: str) -> dict[str, Any]:
     }
 
 
-def _worker_api_url() -> str | None:
-    return os.environ.get("PREFECT_API_URL")
-
-
 def check_workers(client: Any, api_url: str) -> int:
     """The number of workers; ConfigurationError unless each reports to the flow's Prefect server."""
-    urls: dict[str, str | None] = client.run(_worker_api_url)
+    urls: dict[str, str | None] = client.run(worker_api_url)
     if not urls:
         raise ConfigurationError("the Dask cluster has no workers")
     wrong = sorted(worker for worker, url in urls.items() if url != api_url)
@@ -92,6 +89,26 @@ def check_workers(client: Any, api_url: str) -> int:
             "start them with it in their environment, or each reports to a temporary server of its own"
         )
     return len(urls)
+
+
+def size_polars_pools(client: Any, log: Any) -> None:
+    """Give each worker's polars pool as many threads as the worker runs tasks (issue 17): by default a
+    worker process starts a pool of one thread per core of its machine, and N workers on one machine
+    spin N such pools against each other. A worker that imported polars already is named in a warning."""
+    sizes: dict[str, tuple[int, int]] = client.run(size_polars_pool)
+    oversized = sorted(worker for worker, (pool, threads) in sizes.items() if pool > threads)
+    if oversized:
+        pool, threads = sizes[oversized[0]]
+        log.warning(
+            "%d of %d Dask workers (e.g. %s) have a polars pool of %d threads for %d task threads: start them "
+            "with POLARS_MAX_THREADS=%d in their environment",
+            len(oversized),
+            len(sizes),
+            oversized[0],
+            pool,
+            threads,
+            threads,
+        )
 
 
 _WORKERS_DIED = "check the workers' memory and logs; committed batches are kept, rerun to finish"
@@ -151,6 +168,7 @@ def batch_runner(settings: RunSettings | IngestSettings, task: Any, log: Any) ->
     except OSError as exc:  # no scheduler at that address
         raise ConfigurationError(f"cannot reach the Dask scheduler {settings.dask_address}: {exc}") from None
     try:
+        size_polars_pools(runner.client, log)  # first: nothing has imported polars on the workers yet
         workers = check_workers(runner.client, api_url)
         local = f"a LocalCluster (dashboard on this machine only: {runner.client.dashboard_link})"
         where = settings.dask_address or local

@@ -66,6 +66,12 @@ def test_ingest_on_dask_gives_the_local_runners_tables(cluster: Any, tmp_path: P
                  "--dask-address", cluster.scheduler_address]) == 0  # fmt: skip
     assert_same_tables(tmp_path / "threads", tmp_path / "dask")
     assert read_table(str(tmp_path / "dask"), "transcriptions").height == 61
+    # An operator's single-threaded workers (no POLARS_MAX_THREADS) got a one-thread polars pool: the
+    # run sized it before any task imported polars there (it was one thread per core of the machine).
+    from distributed import Client
+
+    with Client(cluster.scheduler_address) as client:
+        assert set(client.run(_polars_threads).values()) == {1}
 
 
 def test_run_on_dask_gives_the_local_runners_tables(cluster: Any, tmp_path: Path) -> None:
