@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:  # for annotations only: `talktime --help` need not import httpx
-    import httpx
+if TYPE_CHECKING:  # for annotations only: `talktime --help` need not import httpx2
+    import httpx2
 
 
 class Auth(Protocol):
@@ -18,11 +18,11 @@ class Auth(Protocol):
 
     renewable: bool
 
-    async def authorization(self, http: httpx.AsyncClient) -> str:
+    async def authorization(self, http: httpx2.AsyncClient) -> str:
         """The Authorization header value to send now."""
         ...
 
-    async def renew(self, http: httpx.AsyncClient, rejected: str) -> None:
+    async def renew(self, http: httpx2.AsyncClient, rejected: str) -> None:
         """Drop the cached credentials if they are still the `rejected` header's."""
         ...
 
@@ -38,8 +38,8 @@ class ApiKeyAuth:
     def __repr__(self) -> str:
         return "ApiKeyAuth(<redacted>)"
 
-    async def authorization(self, http: httpx.AsyncClient) -> str:
+    async def authorization(self, http: httpx2.AsyncClient) -> str:
         return self._header
 
-    async def renew(self, http: httpx.AsyncClient, rejected: str) -> None:
+    async def renew(self, http: httpx2.AsyncClient, rejected: str) -> None:
         return None

@@ -1,4 +1,4 @@
-"""The transcription API client: one pooled httpx.AsyncClient, bounded, rate-limited, retried.
+"""The transcription API client: one pooled httpx2.AsyncClient, bounded, rate-limited, retried.
 
 Every requested id ends with exactly one Outcome (succeeded, failed, ongoing, not_found or
 error with a reason). Only run-level problems raise: bad credentials (AuthenticationError,
@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import httpx
+import httpx2
 
 from flows import jsontext
 from flows.api.auth import Auth
@@ -42,7 +42,7 @@ from flows.settings import (
     DEFAULT_REQUEST_DEADLINE_S,
 )
 
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DEFAULT_TIMEOUT = httpx2.Timeout(30.0, connect=10.0)
 NOT_FOUND_CONFIRM_S = 1.0
 CREDENTIALS_CHECK_S = 15.0
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -54,14 +54,14 @@ NETWORK_CAUSES = ("network", "timeout")  # retry causes whose key carries what h
 
 
 def make_http_client(
-    *, concurrency: int = DEFAULT_CONCURRENCY, timeout: httpx.Timeout = DEFAULT_TIMEOUT
-) -> httpx.AsyncClient:
+    *, concurrency: int = DEFAULT_CONCURRENCY, timeout: httpx2.Timeout = DEFAULT_TIMEOUT
+) -> httpx2.AsyncClient:
     """One pooled HTTP client of `concurrency` connections."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx2.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
 
 
-def make_http_clients(*, concurrency: int = DEFAULT_CONCURRENCY) -> list[httpx.AsyncClient]:
+def make_http_clients(*, concurrency: int = DEFAULT_CONCURRENCY) -> list[httpx2.AsyncClient]:
     """The run's connection pools: ceil(concurrency / 8) clients of at most 8 connections each.
 
     httpcore's pool re-scans every waiting request against every connection whenever one
@@ -117,7 +117,7 @@ class TranscriptionClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient | Sequence[httpx.AsyncClient],
+        http: httpx2.AsyncClient | Sequence[httpx2.AsyncClient],
         options: ClientOptions,
         auth: Auth,
         *,
@@ -125,7 +125,7 @@ class TranscriptionClient:
         sleep: Sleep = asyncio.sleep,
         budget: RequestsBudget | None = None,
     ) -> None:
-        self._pools = [http] if isinstance(http, httpx.AsyncClient) else list(http)
+        self._pools = [http] if isinstance(http, httpx2.AsyncClient) else list(http)
         self._http = self._pools[0]  # for the OAuth token endpoint
         self._options = options
         self._auth = auth

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import jwt
 
 from flows.errors import AuthenticationError, TransientApiError
@@ -55,23 +55,23 @@ class OAuthClientCredentials:
         }
         return jwt.encode(claims, self._private_key, algorithm="RS256")
 
-    async def authorization(self, http: httpx.AsyncClient) -> str:
+    async def authorization(self, http: httpx2.AsyncClient) -> str:
         async with self._lock:
             if self._token is None or self._clock() >= self._renew_at:
                 await self._fetch_token(http)
             return f"Bearer {self._token}"
 
-    async def renew(self, http: httpx.AsyncClient, rejected: str) -> None:
+    async def renew(self, http: httpx2.AsyncClient, rejected: str) -> None:
         async with self._lock:
             if rejected == f"Bearer {self._token}":  # not already renewed by a concurrent request
                 self._token = None
 
-    async def _fetch_token(self, http: httpx.AsyncClient) -> None:
+    async def _fetch_token(self, http: httpx2.AsyncClient) -> None:
         body = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE}
         body["client_assertion"] = self.client_assertion()
         try:
             response = await http.post(self.token_url, json=body)
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise TransientApiError(f"token endpoint unreachable ({type(exc).__name__})") from None
         if response.status_code == 429 or response.status_code >= 500:
             raise TransientApiError(
@@ -85,7 +85,7 @@ class OAuthClientCredentials:
             )
         self._store(response)
 
-    def _store(self, response: httpx.Response) -> None:
+    def _store(self, response: httpx2.Response) -> None:
         try:
             payload = response.json()
             token, expires_in = str(payload["access_token"]), float(payload["expires_in"])

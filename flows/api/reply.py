@@ -1,4 +1,4 @@
-"""One HTTP exchange with the API, bounded in time and in size; httpx errors translated here.
+"""One HTTP exchange with the API, bounded in time and in size; httpx2 errors translated here.
 
 A request has a total deadline (connect, headers and the whole body: a body dripping a byte
 at a time never trips the read timeout) and its body a size cap counted after decompression
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+import httpx2
 
 from flows.errors import MalformedResponseError, PermanentApiError, TransientApiError
 
@@ -27,13 +28,13 @@ class Reply:
     """An HTTP answer read whole: its status, headers and decoded body (at most the size cap)."""
 
     status_code: int
-    headers: httpx.Headers
+    headers: httpx2.Headers
     content: bytes
     authorization: str  # the Authorization header it answers, to renew that very token after a 401
 
 
 async def exchange(
-    pool: httpx.AsyncClient, url: str, headers: dict[str, str], *, max_bytes: int, deadline_s: float
+    pool: httpx2.AsyncClient, url: str, headers: dict[str, str], *, max_bytes: int, deadline_s: float
 ) -> Reply:
     """One GET within `deadline_s` in all, its body read up to `max_bytes`; ApiError when it cannot."""
     try:
@@ -44,21 +45,34 @@ async def exchange(
         raise TransientApiError(
             f"{host_port(url)} took longer than the {deadline_s:g} s request deadline", network="timeout"
         ) from None
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         raise TransientApiError(network_cause(exc, url), network="timeout") from None
-    except httpx.TransportError as exc:
+    except httpx2.TransportError as exc:
         raise TransientApiError(network_cause(exc, url)) from None
     return Reply(response.status_code, response.headers, content, headers["Authorization"])
 
 
-def network_cause(exc: httpx.TransportError, url: str) -> str:
+# The API client speaks httpx2; Prefect's client (whose failures the CLI names too) speaks httpx: the
+# same exception tree under two names.
+_CONNECT_TIMEOUT = (httpx2.ConnectTimeout, httpx.ConnectTimeout)
+_TIMEOUT = (httpx2.TimeoutException, httpx.TimeoutException)
+_PROTOCOL = (httpx2.RemoteProtocolError, httpx.RemoteProtocolError)
+_CONNECT = (httpx2.ConnectError, httpx.ConnectError)
+_PHASES = {
+    "ReadTimeout": "reading",
+    "WriteTimeout": "writing",
+    "PoolTimeout": "waiting for a connection",
+}
+
+
+def network_cause(exc: httpx2.TransportError | httpx.TransportError, url: str) -> str:
     """What a transport error was, in a few words naming host and port only (never a path or a query):
     `connection refused to 127.0.0.1:9`, `connect to api.example.com:443 timed out`, `TLS error with …`."""
     where = host_port(url)
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, _CONNECT_TIMEOUT):
         return f"connect to {where} timed out"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"{where} timed out ({_timeout_phase(exc)})"
+    if isinstance(exc, _TIMEOUT):
+        return f"{where} timed out ({_PHASES.get(type(exc).__name__, 'timeout')})"
     for link in _chain(exc):
         if isinstance(link, ssl.SSLCertVerificationError):
             return f"TLS error with {where}: certificate not trusted"
@@ -70,9 +84,9 @@ def network_cause(exc: httpx.TransportError, url: str) -> str:
             return f"connection refused to {where}"
         if isinstance(link, ConnectionResetError):
             return f"connection reset by {where}"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, _PROTOCOL):
         return f"{where} closed the connection or broke the HTTP protocol"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, _CONNECT):
         return f"cannot connect to {where}"
     return f"network error with {where} ({type(exc).__name__})"
 
@@ -80,17 +94,12 @@ def network_cause(exc: httpx.TransportError, url: str) -> str:
 def host_port(url: str) -> str:
     """`host:port` of a URL (the scheme's default port when it names none): safe to show."""
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
+        parsed = httpx2.URL(url)
+    except (httpx2.InvalidURL, TypeError):
         return "the API"
     port = parsed.port or {"https": 443, "http": 80}.get(parsed.scheme)
     host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
     return f"{host}:{port}" if port else host or "the API"
-
-
-def _timeout_phase(exc: httpx.TimeoutException) -> str:
-    names = {httpx.ReadTimeout: "reading", httpx.WriteTimeout: "writing", httpx.PoolTimeout: "waiting for a connection"}
-    return names.get(type(exc), "timeout")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -103,11 +112,11 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
-async def _read_body(response: httpx.Response, cap: int) -> bytes:
+async def _read_body(response: httpx2.Response, cap: int) -> bytes:
     """The decoded body; a 200 beyond `cap` (declared or read) or that cannot be decompressed raises."""
     try:
         body = None if _declared_length(response) > cap else await _read_capped(response, cap)
-    except httpx.DecodingError:
+    except httpx2.DecodingError:
         if response.status_code == 200:
             raise MalformedResponseError("HTTP 200 with a body that cannot be decompressed", status_code=200) from None
         return b""
@@ -118,7 +127,7 @@ async def _read_body(response: httpx.Response, cap: int) -> bytes:
     return b""
 
 
-async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+async def _read_capped(response: httpx2.Response, cap: int) -> bytes | None:
     """The decoded body (`aiter_bytes` decompresses as it goes), or None as soon as it exceeds `cap`."""
     body = bytearray()
     async for chunk in response.aiter_bytes():
@@ -128,7 +137,7 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
     return bytes(body)
 
 
-def _declared_length(response: httpx.Response) -> int:
+def _declared_length(response: httpx2.Response) -> int:
     """The Content-Length header's value, 0 when absent or unusable (the body is counted anyway)."""
     declared = response.headers.get("Content-Length", "").strip()
     if not (declared.isascii() and declared.isdigit()):

@@ -1,7 +1,7 @@
 """One fetcher per process: a pooled client on its own event loop, shared by every batch task.
 
 Batch tasks run in worker threads (Prefect's thread pool here, Dask workers later), several at
-once. They share one `httpx.AsyncClient`, one concurrency bound, one rate limiter, one OAuth
+once. They share one `httpx2.AsyncClient`, one concurrency bound, one rate limiter, one OAuth
 token cache and one outage timer per process, so that `--concurrency` and `--rate-limit` hold for
 the run as a whole, and a task's arguments stay small and picklable (the task builds nothing it
 cannot rebuild: it asks this module for its process's fetcher).
@@ -16,7 +16,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import httpx
+import httpx2
 
 from flows.api.auth import Auth
 from flows.api.budget import RequestsBudget, open_budget
@@ -51,7 +51,7 @@ class Fetcher:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="talktime-fetcher", daemon=True)
         self._thread.start()
-        self._http: list[httpx.AsyncClient] = []
+        self._http: list[httpx2.AsyncClient] = []
         self._calls: set[concurrent.futures.Future[Any]] = set()
         self._calls_lock = threading.Lock()
         self._closed = False

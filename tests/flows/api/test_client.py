@@ -1,4 +1,4 @@
-"""Single client behaviours against httpx.MockTransport (no sleeping: the clock is injected)."""
+"""Single client behaviours against httpx2.MockTransport (no sleeping: the clock is injected)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from flows.api.auth import ApiKeyAuth
@@ -18,7 +18,7 @@ from flows.outcomes import Outcome
 
 TID = "98fce1ef-dbca-41ef-8bc7-4d1621ac07c6"
 KEY = "sk-secret-key-value"
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
 class FakeClock:
@@ -45,7 +45,7 @@ def run(handler: Handler, ids: list[str], clock: FakeClock | None = None, **opti
     clock = clock or FakeClock()
 
     async def go() -> tuple[list[Outcome], Any]:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as http:
             opts = ClientOptions(api_url="http://api.test/v1/copilot-api/server", **options)
             client = TranscriptionClient(http, opts, ApiKeyAuth(KEY), clock=clock, sleep=clock.sleep)
             return await client.fetch_many(ids)
@@ -54,11 +54,11 @@ def run(handler: Handler, ids: list[str], clock: FakeClock | None = None, **opti
 
 
 def test_sends_the_key_and_the_version_header() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
-        return httpx.Response(200, json=succeeded())
+        return httpx2.Response(200, json=succeeded())
 
     outcomes, _ = run(handler, [TID.upper()], api_version="2024-04-22")
     assert [o.status for o in outcomes] == ["succeeded"]
@@ -69,7 +69,7 @@ def test_sends_the_key_and_the_version_header() -> None:
 
 @pytest.mark.parametrize("hostile", ["../x", "%2F..%2F", " " + TID, TID + "\n", "a" * 10_000, "", TID[:-1] + "g"])
 def test_hostile_ids_never_reach_a_url(hostile: str) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         raise AssertionError(f"request sent: {request.url}")
 
     outcomes, _ = run(handler, [hostile])
@@ -80,9 +80,9 @@ def test_hostile_ids_never_reach_a_url(hostile: str) -> None:
 def test_duplicate_ids_are_fetched_once_case_insensitively() -> None:
     calls: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         calls.append(request.url.path)
-        return httpx.Response(200, json=succeeded())
+        return httpx2.Response(200, json=succeeded())
 
     outcomes, _ = run(handler, [TID, TID.upper(), TID])
     assert len(outcomes) == 1 and len(calls) == 1
@@ -96,10 +96,10 @@ def test_duplicate_ids_are_fetched_once_case_insensitively() -> None:
 def test_429_is_retried_honouring_retry_after(retry_after: str | None, minimum_wait: float) -> None:
     answers = iter([429, 429, 200])
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         status = next(answers)
         headers = {"Retry-After": retry_after} if retry_after is not None and status == 429 else {}
-        return httpx.Response(status, json=succeeded() if status == 200 else {"code": "rate_limited"}, headers=headers)
+        return httpx2.Response(status, json=succeeded() if status == 200 else {"code": "rate_limited"}, headers=headers)
 
     clock = FakeClock()
     outcomes, _ = run(handler, [TID], clock)
@@ -120,17 +120,17 @@ def test_retry_after_http_date_in_the_future() -> None:
 @pytest.mark.parametrize(
     "failure",
     [
-        lambda r: httpx.Response(500),
-        lambda r: httpx.Response(503, json={"code": "x"}),
-        lambda r: httpx.Response(200, content=b'{"id": "98fc'),
-        lambda r: httpx.Response(200, content=b"<html>"),
-        lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("t", request=r)),
-        lambda r: (_ for _ in ()).throw(httpx.RemoteProtocolError("peer closed", request=r)),
+        lambda r: httpx2.Response(500),
+        lambda r: httpx2.Response(503, json={"code": "x"}),
+        lambda r: httpx2.Response(200, content=b'{"id": "98fc'),
+        lambda r: httpx2.Response(200, content=b"<html>"),
+        lambda r: (_ for _ in ()).throw(httpx2.ReadTimeout("t", request=r)),
+        lambda r: (_ for _ in ()).throw(httpx2.RemoteProtocolError("peer closed", request=r)),
     ],
     ids=["500", "503", "truncated", "not_json", "timeout", "dropped"],
 )
 def test_transient_failures_are_retried(failure: Handler) -> None:
-    answers = iter([failure, failure, lambda r: httpx.Response(200, json=succeeded())])
+    answers = iter([failure, failure, lambda r: httpx2.Response(200, json=succeeded())])
     outcomes, _ = run(lambda r: next(answers)(r), [TID])
     assert outcomes[0].status == "succeeded"
 
@@ -138,9 +138,9 @@ def test_transient_failures_are_retried(failure: Handler) -> None:
 def test_retries_are_capped_and_become_an_error_row() -> None:
     calls = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         calls.append(1)
-        return httpx.Response(500)
+        return httpx2.Response(500)
 
     outcomes, down = run(handler, [TID], retry=RetryPolicy(max_attempts=3))
     assert (outcomes[0].status, outcomes[0].error_code, len(calls), down) == ("error", "retries_exhausted", 3, None)
@@ -149,39 +149,39 @@ def test_retries_are_capped_and_become_an_error_row() -> None:
 def test_404_is_confirmed_before_not_found() -> None:
     calls = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         calls.append(1)
-        return httpx.Response(404, json={"code": "not_found", "message": "gone"})
+        return httpx2.Response(404, json={"code": "not_found", "message": "gone"})
 
     outcomes, _ = run(handler, [TID])
     assert (outcomes[0].status, len(calls)) == ("not_found", 2)
 
 
 def test_a_404_that_turns_up_on_confirmation_counts() -> None:
-    answers = iter([httpx.Response(404), httpx.Response(200, json=succeeded())])
+    answers = iter([httpx2.Response(404), httpx2.Response(200, json=succeeded())])
     outcomes, _ = run(lambda r: next(answers), [TID])
     assert outcomes[0].status == "succeeded"
 
 
 def test_400_is_a_permanent_error_row() -> None:
-    outcomes, _ = run(lambda r: httpx.Response(400, json={"code": "invalid_api_version"}), [TID])
+    outcomes, _ = run(lambda r: httpx2.Response(400, json={"code": "invalid_api_version"}), [TID])
     assert (outcomes[0].status, outcomes[0].error_code) == ("error", "invalid_api_version")
 
 
 def test_401_fails_the_run_without_printing_the_key() -> None:
     with pytest.raises(AuthenticationError) as info:
-        run(lambda r: httpx.Response(401, json={"code": "unauthorized"}), [TID])
+        run(lambda r: httpx2.Response(401, json={"code": "unauthorized"}), [TID])
     assert KEY not in str(info.value) and "API key" in str(info.value)
 
 
 def test_403_fails_the_run() -> None:
     with pytest.raises(AuthorizationError):
-        run(lambda r: httpx.Response(403), [TID])
+        run(lambda r: httpx2.Response(403), [TID])
 
 
 def test_failed_payload_is_kept_whole() -> None:
     body = {"id": TID, "status": "failed", "payload": {"code": 422, "message": "too short", "extra": [1]}}
-    outcomes, _ = run(lambda r: httpx.Response(200, json=body), [TID])
+    outcomes, _ = run(lambda r: httpx2.Response(200, json=body), [TID])
     o = outcomes[0]
     assert (o.status, o.error_code, o.error_message) == ("failed", "422", "too short")
     assert json.loads(o.error_payload or "") == body["payload"]
@@ -189,20 +189,20 @@ def test_failed_payload_is_kept_whole() -> None:
 
 def test_an_ongoing_id_is_polled_once_and_left_to_the_run() -> None:
     clock = FakeClock()
-    outcomes, _ = run(lambda r: httpx.Response(200, json={"id": TID, "status": "ongoing"}), [TID], clock)
+    outcomes, _ = run(lambda r: httpx2.Response(200, json={"id": TID, "status": "ongoing"}), [TID], clock)
     assert outcomes[0].status == "ongoing" and clock.sleeps == []
 
 
 def test_a_mismatched_id_is_an_error_row() -> None:
     other = "00000000-0000-4000-8000-000000000000"
-    outcomes, _ = run(lambda r: httpx.Response(200, json=succeeded(other)), [TID])
+    outcomes, _ = run(lambda r: httpx2.Response(200, json=succeeded(other)), [TID])
     assert (outcomes[0].status, outcomes[0].error_code) == ("error", "id_mismatch")
 
 
 def test_api_down_stops_early_and_leaves_the_rest_pending() -> None:
     ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(30)]
     outcomes, down = run(
-        lambda r: httpx.Response(503), ids, retry=RetryPolicy(max_attempts=2), down_after_s=1.0, concurrency=2
+        lambda r: httpx2.Response(503), ids, retry=RetryPolicy(max_attempts=2), down_after_s=1.0, concurrency=2
     )
     assert isinstance(down, ApiUnavailableError)
     assert len(outcomes) < len(ids)
@@ -215,12 +215,12 @@ def test_rate_limit_spaces_requests() -> None:
 
     stamps: list[float] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         stamps.append(time.monotonic())
-        return httpx.Response(200, json=succeeded(request.url.path.rsplit("/", 1)[1]))
+        return httpx2.Response(200, json=succeeded(request.url.path.rsplit("/", 1)[1]))
 
     async def go() -> None:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as http:
             opts = ClientOptions(api_url="http://api.test", rate_limit_per_s=20.0, concurrency=8)
             await TranscriptionClient(http, opts, ApiKeyAuth(KEY)).fetch_many(
                 [f"00000000-0000-4000-8000-{n:012d}" for n in range(12)]
@@ -240,8 +240,8 @@ def test_requests_are_spread_over_small_connection_pools() -> None:
 
     async def go() -> None:
         clients = [
-            httpx.AsyncClient(
-                transport=httpx.MockTransport(lambda r, n=n: seen.append(n) or httpx.Response(200, json=succeeded()))
+            httpx2.AsyncClient(
+                transport=httpx2.MockTransport(lambda r, n=n: seen.append(n) or httpx2.Response(200, json=succeeded()))
             )
             for n in range(3)
         ]
@@ -255,8 +255,8 @@ def test_requests_are_spread_over_small_connection_pools() -> None:
 
 
 def test_stopping_early_names_the_last_failure() -> None:
-    def refused(request: httpx.Request) -> httpx.Response:
-        error = httpx.ConnectError("All connection attempts failed", request=request)
+    def refused(request: httpx2.Request) -> httpx2.Response:
+        error = httpx2.ConnectError("All connection attempts failed", request=request)
         error.__cause__ = ConnectionRefusedError(111, "Connect call failed")
         raise error
 
@@ -268,11 +268,11 @@ def test_stopping_early_names_the_last_failure() -> None:
     ("status", "error"), [(401, AuthenticationError), (403, AuthorizationError)], ids=["401", "403"]
 )
 def test_the_credentials_check_raises_only_on_refused_credentials(status: int, error: type[Exception]) -> None:
-    answers = {"refused": httpx.Response(status), "down": httpx.Response(503), "unknown": httpx.Response(404)}
+    answers = {"refused": httpx2.Response(status), "down": httpx2.Response(503), "unknown": httpx2.Response(404)}
 
     def check(answer: str) -> None:
         async def go() -> None:
-            async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: answers[answer])) as http:
+            async with httpx2.AsyncClient(transport=httpx2.MockTransport(lambda r: answers[answer])) as http:
                 opts = ClientOptions(api_url="http://api.test/v1")
                 await TranscriptionClient(http, opts, ApiKeyAuth(KEY)).check_credentials(TID)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx2
 import pytest
 
 from flows.api.auth import ApiKeyAuth
@@ -32,10 +33,9 @@ ALL_FAULTS = Faults(
 
 
 def fetch_all(config: EmulatorConfig, ids: list[str], **options: object) -> list[Outcome]:
-    import httpx
 
     async def go(url: str) -> list[Outcome]:
-        async with make_http_client(concurrency=8, timeout=httpx.Timeout(0.5)) as http:
+        async with make_http_client(concurrency=8, timeout=httpx2.Timeout(0.5)) as http:
             opts = ClientOptions(api_url=url, retry=FAST_RETRY, **options)  # type: ignore[arg-type]
             outcomes, down = await TranscriptionClient(http, opts, ApiKeyAuth(DEFAULT_API_KEY)).fetch_many(ids)
             assert down is None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from flows.api.retry import MAX_RETRY_AFTER_S, RetryPolicy, parse_retry_after
@@ -53,9 +53,9 @@ FAST_RETRY = RetryPolicy(max_attempts=3)
 def test_a_200_nested_too_deep_ends_as_malformed_response_after_retries() -> None:
     calls: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         calls.append(1)
-        return httpx.Response(200, content=deep_body())
+        return httpx2.Response(200, content=deep_body())
 
     outcomes, down = run(handler, [TID], retry=FAST_RETRY)
     assert [(o.status, o.error_code) for o in outcomes] == [("error", "malformed_response")]
@@ -64,7 +64,7 @@ def test_a_200_nested_too_deep_ends_as_malformed_response_after_retries() -> Non
 
 
 def test_a_200_with_a_huge_integer_is_read_and_keeps_its_body() -> None:
-    outcomes, down = run(lambda r: httpx.Response(200, content=huge_int_body()), [TID])
+    outcomes, down = run(lambda r: httpx2.Response(200, content=huge_int_body()), [TID])
     assert [o.status for o in outcomes] == ["succeeded"] and down is None
     assert outcomes[0].body == huge_int_body()
     assert outcomes[0].items is not None and len(outcomes[0].items) == 1
@@ -74,13 +74,13 @@ def test_a_200_with_a_huge_integer_is_read_and_keeps_its_body() -> None:
     "body", [deep_error_body(), huge_int_error_body(), b"<html>", b""], ids=["deep", "huge_int", "html", "empty"]
 )
 def test_an_unreadable_404_body_still_counts_as_not_found(body: bytes) -> None:
-    outcomes, _ = run(lambda r: httpx.Response(404, content=body), [TID])
+    outcomes, _ = run(lambda r: httpx2.Response(404, content=body), [TID])
     assert [(o.status, o.error_code) for o in outcomes] == [("not_found", None)]
 
 
 @pytest.mark.parametrize("body", [deep_error_body(), huge_int_error_body()], ids=["deep", "huge_int"])
 def test_an_unreadable_400_body_is_its_error_row_without_a_code(body: bytes) -> None:
-    outcomes, _ = run(lambda r: httpx.Response(400, content=body), [TID])
+    outcomes, _ = run(lambda r: httpx2.Response(400, content=body), [TID])
     assert [(o.status, o.error_code) for o in outcomes] == [("error", "http_400")]
     assert SECRET_TEXT not in (outcomes[0].error_message or "")
 
@@ -99,12 +99,12 @@ def test_an_unreadable_400_body_is_its_error_row_without_a_code(body: bytes) -> 
     ids=["str", "int", "bool", "object", "array", "float", "null"],
 )
 def test_only_a_string_or_integer_code_is_used(code: Any, expected: str) -> None:
-    outcomes, _ = run(lambda r: httpx.Response(400, json={"code": code, "message": "m"}), [TID])
+    outcomes, _ = run(lambda r: httpx2.Response(400, json={"code": code, "message": "m"}), [TID])
     assert [(o.status, o.error_code) for o in outcomes] == [("error", expected)]
 
 
 def test_an_unreadable_503_body_is_retried() -> None:
-    answers = iter([httpx.Response(503, content=deep_error_body()), httpx.Response(200, json=succeeded())])
+    answers = iter([httpx2.Response(503, content=deep_error_body()), httpx2.Response(200, json=succeeded())])
     outcomes, _ = run(lambda r: next(answers), [TID])
     assert [o.status for o in outcomes] == ["succeeded"]
 
@@ -114,7 +114,7 @@ def test_poison_bodies_are_not_an_outage() -> None:
     ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(6)]
     clock = FakeClock()
     outcomes, down = run(
-        lambda r: httpx.Response(200, content=deep_body(r.url.path.rsplit("/", 1)[1])),
+        lambda r: httpx2.Response(200, content=deep_body(r.url.path.rsplit("/", 1)[1])),
         ids,
         clock,
         retry=FAST_RETRY,
@@ -132,13 +132,13 @@ def test_one_poison_body_among_several_ids_leaves_the_others_whole() -> None:
     deep_id, huge_id = "00000000-0000-4000-8000-00000000dee9", "00000000-0000-4000-8000-0000000b16b1"
     item = {"text": "hello", "speaker": "doctor", "start_time_ms": 0, "end_time_ms": 1000}
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         tid = request.url.path.rsplit("/", 1)[1]
         if tid == deep_id:
-            return httpx.Response(200, content=deep_body(tid))
+            return httpx2.Response(200, content=deep_body(tid))
         if tid == huge_id:
-            return httpx.Response(200, content=huge_int_body(tid))
-        return httpx.Response(200, json={"id": tid, "status": "succeeded", "payload": {"transcript": [item]}})
+            return httpx2.Response(200, content=huge_int_body(tid))
+        return httpx2.Response(200, json={"id": tid, "status": "succeeded", "payload": {"transcript": [item]}})
 
     outcomes, down = run(handler, [*good[:2], deep_id, huge_id, *good[2:]], retry=FAST_RETRY)
     assert down is None
@@ -217,7 +217,7 @@ def test_an_absurd_retry_after_is_capped_not_an_overflow(digits: int) -> None:
     "header", ["\u00b2".encode(), "\u0663".encode(), b"soon"], ids=["superscript_two", "arabic_indic_three", "word"]
 )
 def test_a_429_with_an_unusable_retry_after_is_retried_on_backoff(header: bytes) -> None:
-    answers = iter([httpx.Response(429, headers=[(b"Retry-After", header)]), httpx.Response(200, json=succeeded())])
+    answers = iter([httpx2.Response(429, headers=[(b"Retry-After", header)]), httpx2.Response(200, json=succeeded())])
     clock = FakeClock()
     outcomes, _ = run(lambda r: next(answers), [TID], clock)
     assert [o.status for o in outcomes] == ["succeeded"]
@@ -227,6 +227,6 @@ def test_a_429_with_an_unusable_retry_after_is_retried_on_backoff(header: bytes)
 def test_a_429_asking_for_an_absurd_wait_is_an_error_row_not_a_crash() -> None:
     """A wait beyond max_retry_wait_s is not waited for: the id ends as retries_exhausted at once."""
     clock = FakeClock()
-    outcomes, down = run(lambda r: httpx.Response(429, headers={"Retry-After": "9" * 5000}), [TID], clock)
+    outcomes, down = run(lambda r: httpx2.Response(429, headers={"Retry-After": "9" * 5000}), [TID], clock)
     assert [(o.status, o.error_code) for o in outcomes] == [("error", "retries_exhausted")]
     assert (clock.sleeps, down) == ([], None)

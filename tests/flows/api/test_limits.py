@@ -12,7 +12,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from flows.api.retry import RetryPolicy
@@ -27,7 +27,7 @@ FAST_RETRY = RetryPolicy(max_attempts=3)
 MIB = 1024 * 1024
 
 
-class LazyBody(httpx.AsyncByteStream):
+class LazyBody(httpx2.AsyncByteStream):
     """A response body produced chunk by chunk as it is read; counts what was read, and closing."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
@@ -55,9 +55,9 @@ def gzip_of_spaces(blocks: int, block: int = MIB) -> Iterator[bytes]:
 def test_a_body_decompressing_beyond_the_cap_is_an_error_row_read_no_further() -> None:
     bodies: list[LazyBody] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         bodies.append(LazyBody(gzip_of_spaces(blocks=256)))
-        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=bodies[-1])
+        return httpx2.Response(200, headers={"Content-Encoding": "gzip"}, stream=bodies[-1])
 
     outcomes, down = run(handler, [TID], max_response_bytes=2 * MIB)
     assert [(o.status, o.error_code) for o in outcomes] == [("error", "response_too_large")]
@@ -69,9 +69,9 @@ def test_a_body_decompressing_beyond_the_cap_is_an_error_row_read_no_further() -
 def test_a_declared_length_beyond_the_cap_is_refused_before_reading() -> None:
     bodies: list[LazyBody] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         bodies.append(LazyBody(iter([b" " * MIB] * 8)))
-        return httpx.Response(200, headers={"Content-Length": str(8 * MIB)}, stream=bodies[-1])
+        return httpx2.Response(200, headers={"Content-Length": str(8 * MIB)}, stream=bodies[-1])
 
     outcomes, _ = run(handler, [TID], max_response_bytes=MIB)
     assert [(o.status, o.error_code) for o in outcomes] == [("error", "response_too_large")]
@@ -86,18 +86,18 @@ def test_a_declared_length_beyond_the_cap_is_refused_before_reading() -> None:
 def test_an_error_status_with_a_body_beyond_the_cap_keeps_its_meaning(status: int, expected: tuple[str, Any]) -> None:
     """Only a 200's body is needed whole; an error's body only gives a code, so it is dropped."""
     body = json.dumps({"code": "c" * MIB}).encode()
-    outcomes, _ = run(lambda r: httpx.Response(status, content=body), [TID], max_response_bytes=MIB, retry=FAST_RETRY)
+    outcomes, _ = run(lambda r: httpx2.Response(status, content=body), [TID], max_response_bytes=MIB, retry=FAST_RETRY)
     assert [(o.status, o.error_code) for o in outcomes] == [expected]
 
 
 def test_a_401_with_a_body_beyond_the_cap_still_stops_the_run() -> None:
     with pytest.raises(AuthenticationError):
-        run(lambda r: httpx.Response(401, content=b" " * (2 * MIB)), [TID], max_response_bytes=MIB)
+        run(lambda r: httpx2.Response(401, content=b" " * (2 * MIB)), [TID], max_response_bytes=MIB)
 
 
 def test_a_body_up_to_the_cap_is_read() -> None:
     body = json.dumps(succeeded()).encode()
-    outcomes, _ = run(lambda r: httpx.Response(200, content=body), [TID], max_response_bytes=len(body))
+    outcomes, _ = run(lambda r: httpx2.Response(200, content=body), [TID], max_response_bytes=len(body))
     assert [o.status for o in outcomes] == ["succeeded"] and outcomes[0].body == body
 
 
@@ -107,7 +107,7 @@ def test_a_body_up_to_the_cap_is_read() -> None:
 def test_a_body_that_fails_to_decompress_is_unreadable_not_fatal(status: int, expected: tuple[str, Any]) -> None:
     """httpx raises DecodingError, which is no TransportError: it used to abort the run."""
     outcomes, down = run(
-        lambda r: httpx.Response(status, headers={"Content-Encoding": "gzip"}, stream=LazyBody(iter([b"not gzip"]))),
+        lambda r: httpx2.Response(status, headers={"Content-Encoding": "gzip"}, stream=LazyBody(iter([b"not gzip"]))),
         [TID],
         retry=FAST_RETRY,
     )
@@ -122,7 +122,7 @@ OTHER_ID = "00000000-0000-4000-8000-000000000000"
 LATE_ANSWER = json.dumps({"id": OTHER_ID, "status": "ongoing"}).encode()  # an id_mismatch row if ever read
 
 
-class DrippingBody(httpx.AsyncByteStream):
+class DrippingBody(httpx2.AsyncByteStream):
     """A body arriving a byte at a time (each well within any read timeout) for SLOW_S seconds."""
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -133,26 +133,26 @@ class DrippingBody(httpx.AsyncByteStream):
         yield LATE_ANSWER[1:]
 
 
-async def slow_headers(request: httpx.Request) -> httpx.Response:
+async def slow_headers(request: httpx2.Request) -> httpx2.Response:
     await asyncio.sleep(SLOW_S)
-    return httpx.Response(200, content=LATE_ANSWER)
+    return httpx2.Response(200, content=LATE_ANSWER)
 
 
 @pytest.mark.parametrize(
     "slow",
-    [lambda r: httpx.Response(200, stream=DrippingBody()), slow_headers],
+    [lambda r: httpx2.Response(200, stream=DrippingBody()), slow_headers],
     ids=["dripping_body", "slow_headers"],
 )
 def test_a_request_past_its_deadline_is_retried_like_a_timeout(slow: Any) -> None:
     """Not a timing assertion: without a deadline the slow answer ends, after SLOW_S, as an id_mismatch row."""
-    answers = iter([slow, lambda r: httpx.Response(200, json=succeeded())])
+    answers = iter([slow, lambda r: httpx2.Response(200, json=succeeded())])
     outcomes, _ = run(lambda r: next(answers)(r), [TID], request_deadline_s=DEADLINE_S)
     assert [o.status for o in outcomes] == ["succeeded"]
 
 
 def test_a_request_always_past_its_deadline_ends_as_an_error_row() -> None:
     outcomes, down = run(
-        lambda r: httpx.Response(200, stream=DrippingBody()),
+        lambda r: httpx2.Response(200, stream=DrippingBody()),
         [TID],
         request_deadline_s=DEADLINE_S,
         retry=RetryPolicy(max_attempts=2),
@@ -262,7 +262,7 @@ def test_a_refused_body_and_a_missed_deadline_give_their_connection_back() -> No
             request_deadline_s=DEADLINE_S,
             retry=RetryPolicy(max_attempts=1),
         )
-        async with server, make_http_client(concurrency=1, timeout=httpx.Timeout(SLOW_S / 2)) as http:
+        async with server, make_http_client(concurrency=1, timeout=httpx2.Timeout(SLOW_S / 2)) as http:
             clock = FakeClock()
             client = TranscriptionClient(http, options, ApiKeyAuth("k"), clock=clock, sleep=clock.sleep)
             outcomes, _ = await client.fetch_many(ids)

@@ -6,7 +6,7 @@ import asyncio
 import socket
 import threading
 
-import httpx
+import httpx2
 import pytest
 
 from flows.api.reply import exchange, host_port, network_cause
@@ -23,7 +23,7 @@ def closed_port() -> int:
 
 def failure(url: str) -> TransientApiError:
     async def go() -> None:
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with httpx2.AsyncClient(timeout=5) as http:
             await exchange(http, url, {"Authorization": "Bearer k"}, max_bytes=1024, deadline_s=10)
 
     with pytest.raises(TransientApiError) as raised:
@@ -46,22 +46,22 @@ def test_tls_to_a_plain_http_server_is_a_tls_error() -> None:
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (httpx.ConnectTimeout("t"), "connect to api.example.com:443 timed out"),
-        (httpx.ReadTimeout("t"), "api.example.com:443 timed out (reading)"),
+        (httpx2.ConnectTimeout("t"), "connect to api.example.com:443 timed out"),
+        (httpx2.ReadTimeout("t"), "api.example.com:443 timed out (reading)"),
         (
-            httpx.RemoteProtocolError("peer closed"),
+            httpx2.RemoteProtocolError("peer closed"),
             "api.example.com:443 closed the connection or broke the HTTP protocol",
         ),
-        (httpx.ConnectError("[Errno -2] Name or service not known"), "cannot connect to api.example.com:443"),
+        (httpx2.ConnectError("[Errno -2] Name or service not known"), "cannot connect to api.example.com:443"),
     ],
     ids=["connect timeout", "read timeout", "dropped", "connect error"],
 )
-def test_each_transport_error_in_a_few_words(error: httpx.TransportError, expected: str) -> None:
+def test_each_transport_error_in_a_few_words(error: httpx2.TransportError, expected: str) -> None:
     assert network_cause(error, "https://api.example.com/v1/path?secret=s") == expected
 
 
 def test_an_unresolved_name_says_so() -> None:
-    error = httpx.ConnectError("x")
+    error = httpx2.ConnectError("x")
     error.__cause__ = socket.gaierror(-2, "Name or service not known")
     assert network_cause(error, "http://nowhere.invalid:8080/p") == "host name not resolved: nowhere.invalid:8080"
 
