@@ -7,7 +7,10 @@ manifest), the progress artifact, and the commit loop. Its CPU is sampled while 
 ...`). The CPU it spent between its first and its last commit, over the batches committed in that
 window, is the flow's CPU per committed batch, without the start-up (the interpreter, imports, the
 flow run's creation) and the end of the run (merging the partition it wrote, the output's status,
-the artifacts), which are per run. The whole process's CPU over every batch is printed next to it.
+the artifacts), which are per run. The batches whose tasks were submitted before the first commit
+(`--in-flight` of them) have their submission outside the window, so it slightly undercounts the
+orchestration. The whole process's CPU over every batch is printed next to it, with the CPU spent
+before the first commit and after the last.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class FlowCpu:
     batches: int  # committed, as the log counts them
     window_ms: float | None  # per batch between the first and the last commit (None: fewer than 2 commits)
     whole_ms: float  # the whole process's CPU over every batch
+    before_s: float | None = None  # CPU seconds until the first commit (start-up, the first batches' wait)
+    after_s: float | None = None  # CPU seconds after the last commit (merging, the output's status, artifacts)
 
 
 def commit_times(log: str, started: float) -> list[float]:
@@ -65,7 +70,8 @@ def flow_cpu(log: str, trace: Sequence[tuple[float, float]], cpu_s: float) -> Fl
     batches = int(found.group(1)) if found else len(commits)
     if not batches:
         return None
-    window = None
-    if len(commits) >= 2:
-        window = (cpu_at(trace, commits[-1]) - cpu_at(trace, commits[0])) / (len(commits) - 1) * 1000
-    return FlowCpu(batches, window, cpu_s / batches * 1000)
+    if not commits:
+        return FlowCpu(batches, None, cpu_s / batches * 1000)
+    first, last = cpu_at(trace, commits[0]), cpu_at(trace, commits[-1])
+    window = (last - first) / (len(commits) - 1) * 1000 if len(commits) >= 2 else None
+    return FlowCpu(batches, window, cpu_s / batches * 1000, before_s=first, after_s=max(0.0, cpu_s - last))

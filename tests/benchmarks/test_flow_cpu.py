@@ -41,10 +41,11 @@ def test_cpu_at_interpolates_between_samples_and_clamps(when: float, cpu: float)
 
 def test_flow_cpu_counts_the_cpu_between_the_first_and_last_commit_per_batch() -> None:
     found = flow_cpu(LOG, TRACE, cpu_s=1.5)
-    assert found == FlowCpu(batches=3, window_ms=pytest.approx(50.0), whole_ms=pytest.approx(500.0))
+    expected = FlowCpu(3, pytest.approx(50.0), pytest.approx(500.0), pytest.approx(1.05), pytest.approx(0.35))
+    assert found == expected
 
 
 def test_flow_cpu_has_no_window_with_one_commit_and_nothing_without_a_commit() -> None:
     one = flow_cpu(LOG.splitlines()[1] + "\n", TRACE, cpu_s=1.5)
-    assert one == FlowCpu(batches=1, window_ms=None, whole_ms=pytest.approx(1500.0))
+    assert one == FlowCpu(1, None, pytest.approx(1500.0), pytest.approx(1.05), pytest.approx(0.45))
     assert flow_cpu(LOG.splitlines()[0], TRACE, cpu_s=1.5) is None
