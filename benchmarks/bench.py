@@ -8,19 +8,29 @@ validating and committing. Every command is measured as a whole process tree (wa
 peak RSS; see `benchmarks/proctree.py`), each into a fresh output folder.
 
 1. `talktime ingest` over seeded synthetic API responses (NDJSON, dialect A; generated once and
-   cached under data/bench/inputs/), at each `--sizes`, next to:
+   cached under data/bench/inputs/), at each `--sizes`, next to (`benchmarks/references.py`):
+   - the polars floor (`benchmarks/floor_polars.py`): scan, explode the transcript, stream one
+     Parquet file; the least work that produces an item table;
+   - the two scripts a user would write instead (issue 17), DuckDB (`benchmarks/ref_duckdb.py`) and
+     polars lazy (`benchmarks/ref_polars_lazy.py`), each writing the items and the simple talk time
+     per speaker (the sum of the items' durations) to Parquet with bounded memory, in the
+     benchmark's own venv (`benchmarks/.venv-dlt`, pinned in `benchmarks/requirements-ref.txt`);
+     the fastest of the floor and these two is the yardstick of every other row;
    - `talktime ingest --task-runner dask`: the batch tasks on a LocalCluster of one single-threaded
      worker process per core that talktime starts itself (its scheduler in talktime's process, its
      workers children of it, so all of it is in the measured tree); and with `--dask-address` on a
      cluster started beforehand (`dask scheduler` and one `dask worker --nthreads 1` per core, with
-     the server's PREFECT_API_URL): that cluster's CPU is bg CPU, its peak RSS (scheduler, nannies,
-     workers) is in the result (`--skip-dask` leaves both rows out);
+     the server's PREFECT_API_URL): that cluster's CPU is bg CPU, its CPU and peak RSS (scheduler,
+     nannies, workers) are in the result. The command is then the flow alone, which gives the
+     flow's CPU per committed batch (orchestration plus commit; `benchmarks/flow_cpu.py`), a row of
+     its own (`--skip-dask` leaves these rows out);
    - the same work without Prefect (`python -m benchmarks.direct ingest`, when that module exists):
      the ratio of the two is Prefect's overhead;
-   - the polars floor (`benchmarks/floor_polars.py`): scan, explode the transcript, write one Parquet
-     file; the least work that produces an item table, the yardstick of the other rows;
    - a naive pandas script and a dlt pipeline (`benchmarks/naive_pandas.py`, `benchmarks/dlt_load.py`),
-     run in the benchmark's own venv (`benchmarks/.venv-dlt`) since neither is a project dependency.
+     in the benchmark's venv since neither is a project dependency;
+   - issue 17's targets for `talktime ingest`, as a row: CPU and wall at most 2x the faster of the
+     two scripts, faster than pandas and dlt in wall time.
+   Every ingest row prints its CPU per input item (µs/item).
 2. `talktime run` against the project's emulator (`talktime emulator`, a separate process): the
    emulator's capacity measured by a load generator (`benchmarks/loadgen.py`) in another process,
    then `talktime run` at the same concurrency, with 100 ms of latency per request, and with 5% of
@@ -66,10 +76,20 @@ from pathlib import Path
 
 import polars as pl
 
+from benchmarks.flow_cpu import FlowCpu, flow_cpu
 from benchmarks.history_rows import bench_history
 from benchmarks.large_rows import bench_large
-from benchmarks.proctree import Usage, measure, tree_rss_mib
-from benchmarks.refvenv import ref_python
+from benchmarks.proctree import Usage, measure, tree_cpu_s, tree_rss_mib
+from benchmarks.references import (
+    Yardstick,
+    add_targets_row,
+    bench_dlt,
+    bench_pandas,
+    bench_yardstick,
+    count_rows,
+    ratio_text,
+    rows_check,
+)
 from benchmarks.report import NOTES, Row, failure, machine, markdown, target
 from benchmarks.services import (
     API_KEY,
@@ -89,6 +109,9 @@ DATA = ROOT / "data" / "bench"
 MIB = 1024 * 1024
 
 FLOOR_RATIO_TARGET = 1.3
+FLOW_CPU_TARGET_MS = 30.0  # issue 17: the flow's CPU per committed batch (orchestration plus commit)
+FLOW_CPU_ROW = "flow CPU per committed batch (the `--dask-address` run's CLI process: orchestration + commit)"
+FLOW_CPU_GOAL = f"≤ {FLOW_CPU_TARGET_MS:.0f} ms"
 RSS_TARGET_MIB = {20_000: 1024, 100_000: 1.1 * 1024}
 OVERHEAD_TARGET = 0.10
 CAPACITY_RATIO_TARGET = 0.80
@@ -136,8 +159,9 @@ class Bench:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         background: Sequence[int] = (),
+        cpu_trace: list[tuple[float, float]] | None = None,
     ) -> Usage:
-        """Measure one command, its output in logs/<name>.log."""
+        """Measure one command, its output in logs/<name>.log (its CPU sampled into `cpu_trace` if given)."""
         print(f"  running {name} ...", flush=True)
         usage = measure(
             cmd,
@@ -147,6 +171,7 @@ class Bench:
             background=background,
             rss_limit_mib=self.args.rss_limit_gib * 1024,
             timeout_s=self.args.timeout,
+            cpu_trace=cpu_trace,
         )
         print(
             f"    {usage.wall_s:,.1f} s wall, {usage.cpu_s:,.1f} s CPU, {usage.peak_rss_mib:,.0f} MiB peak"
@@ -174,14 +199,6 @@ class Bench:
 # Helpers
 
 
-def count_rows(pattern: str | Path) -> int | None:
-    """Rows in the Parquet files matching `pattern`, or None when there are none or they cannot be read."""
-    try:
-        return int(pl.scan_parquet(str(pattern), hive_partitioning=False).select(pl.len()).collect().item())
-    except Exception:  # a missing or changed layout only loses the sanity check
-        return None
-
-
 def statuses(out: Path) -> dict[str, int]:
     """Transcriptions per status in a talktime output folder (empty if unreadable)."""
     try:
@@ -199,59 +216,26 @@ def status_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def ratio_text(usage: Usage, floor: Usage | None) -> str:
-    """'1.23x floor', or why there is no ratio."""
-    if failure(usage):
-        return str(failure(usage))
-    if floor is None or failure(floor):
-        return "no floor"
-    return f"{usage.wall_s / floor.wall_s:.2f}x floor"
-
-
-def rows_check(written: int | None, expected: int | None) -> str:
-    """'' when the item rows match the floor's, else a note saying how many were written."""
-    if expected is None or written == expected:
-        return ""
-    return f"; item rows {written:,} (floor {expected:,})" if written is not None else "; item rows unreadable"
-
-
 # ---------------------------------------------------------------------------------------------
 # 1. ingest
 
 
-def bench_floor(bench: Bench, data: Dataset) -> tuple[Usage | None, int | None, str]:
-    """The polars floor; its usage, the number of item rows it wrote, and the data set's label."""
-    out = bench.scratch("floor")
-    usage = bench.measure(
-        f"floor-{data.count}",
-        [BIN / "python", HERE / "floor_polars.py", "--out", out / "items.parquet", *data.files],
-        background=bench.background(),
-    )
-    items = count_rows(out / "items.parquet")
-    bench.discard(out)
-    size = f"{data.bytes / MIB:,.0f} MiB"
-    label = f"{data.count:,} responses, {items / 1e6:.2f}M items, {size}" if items else f"{data.count:,}, {size}"
-    result = failure(usage) or (f"1.00x floor; {items:,} items" if items else "1.00x floor; item rows unreadable")
-    bench.add(Row("(c) polars floor: scan, explode, one Parquet file", label, usage, result))
-    return (None if failure(usage) else usage), items, label
-
-
 def bench_talktime_ingest(
-    bench: Bench, data: Dataset, label: str, floor: Usage | None, items: int | None
+    bench: Bench, data: Dataset, label: str, yardstick: Yardstick | None, items: int | None
 ) -> Usage | None:
     """`talktime ingest` through the running Prefect server: the product path."""
     out = bench.scratch("ingest")
     cmd = [BIN / "talktime", "ingest", "--input", *data.files, "--out", out]
     usage = bench.measure(f"talktime-ingest-{data.count}", cmd, env=bench.talktime_env(), background=bench.background())
-    written = count_rows(out / "transcript_items" / "**" / "*.parquet")
+    written = item_rows(out)
     bench.discard(out)
     rss_target = RSS_TARGET_MIB.get(data.count)
-    met_ratio = None if floor is None or failure(usage) else usage.wall_s / floor.wall_s <= FLOOR_RATIO_TARGET
-    targets = [target(f"≤ {FLOOR_RATIO_TARGET}x floor", met_ratio)]
+    ratio = None if yardstick is None or failure(usage) else usage.wall_s / yardstick.usage.wall_s
+    targets = [target(f"≤ {FLOOR_RATIO_TARGET}x yardstick", None if ratio is None else ratio <= FLOOR_RATIO_TARGET)]
     if rss_target is not None:
         targets.append(target(f"RSS ≤ {rss_target / 1024:.1f} GiB", usage.peak_rss_mib <= rss_target))
-    result = ratio_text(usage, floor) + rows_check(written, items)
-    bench.add(Row("(a) `talktime ingest` (Prefect server)", label, usage, result, "; ".join(targets)))
+    result = ratio_text(usage, yardstick) + rows_check(written, items)
+    bench.add(Row("(a) `talktime ingest` (Prefect server)", label, usage, result, "; ".join(targets), items))
     return None if failure(usage) else usage
 
 
@@ -281,7 +265,7 @@ def bench_dask_local_ingest(
     written = item_rows(out)
     bench.discard(out)
     what = f"`talktime ingest --task-runner dask` (LocalCluster, {os.cpu_count() or 1} workers)"
-    bench.add(Row(what, label, usage, versus_text(usage, product, "(a)") + rows_check(written, items)))
+    bench.add(Row(what, label, usage, versus_text(usage, product, "(a)") + rows_check(written, items), items=items))
     return None if failure(usage) else usage
 
 
@@ -340,7 +324,8 @@ class PeakRss(threading.Thread):
 def bench_dask_address_ingest(
     bench: Bench, data: Dataset, label: str, product: Usage | None, items: int | None
 ) -> None:
-    """`talktime ingest --dask-address` on a cluster started before: its CPU is bg CPU, not the command's."""
+    """`talktime ingest --dask-address` on a cluster started before: its CPU is bg CPU, not the command's.
+    The command is then the flow alone, so its row is followed by the flow's CPU per committed batch."""
     what = f"`talktime ingest --dask-address` (`dask scheduler` + {DASK_WORKERS} `dask worker --nthreads 1`)"
     env = bench.talktime_env()
     services: list[Service] = []
@@ -356,33 +341,57 @@ def bench_dask_address_ingest(
         for service in reversed(services):
             service.stop()
         bench.add(Row(what, label, None, f"n/a ({exc})"))
+        bench.add(Row(FLOW_CPU_ROW, label, None, "n/a (no Dask cluster)", FLOW_CPU_GOAL))
         return
     cluster = PeakRss([s.pid for s in services])
+    trace: list[tuple[float, float]] = []
+    name = f"talktime-ingest-dask-address-{data.count}"
     try:
         out = bench.scratch("ingest-dask-address")
         cmd = [BIN / "talktime", "ingest", "--dask-address", scheduler.address, "--input", *data.files, "--out", out]
+        cluster_cpu = tree_cpu_s([s.pid for s in services])
         cluster.start()
-        usage = bench.measure(
-            f"talktime-ingest-dask-address-{data.count}",
-            cmd,
-            env=env,
-            cwd=ROOT,
-            background=bench.background(*(s.pid for s in services)),
-        )
+        background = bench.background(*(s.pid for s in services))
+        usage = bench.measure(name, cmd, env=env, cwd=ROOT, background=background, cpu_trace=trace)
         peak = cluster.stop()
+        cluster_cpu = tree_cpu_s([s.pid for s in services]) - cluster_cpu
     finally:
         cluster.done.set()
         for service in reversed(services):
             service.stop()
     written = item_rows(out)
     bench.discard(out)
-    extra = f"; the cluster's CPU is in bg CPU, its peak RSS {peak:,.0f} MiB"
-    result = versus_text(usage, product, "(a)") + extra + rows_check(written, items)
-    bench.add(Row(what, label, usage, result))
+    extra = f"; the cluster's CPU ({cluster_cpu:,.1f} s{per_item_text(cluster_cpu, items)}) is in bg CPU"
+    result = versus_text(usage, product, "(a)") + extra + f", its peak RSS {peak:,.0f} MiB" + rows_check(written, items)
+    bench.add(Row(what, label, usage, result, items=items))
+    add_flow_cpu_row(
+        bench, label, usage, flow_cpu((bench.logs / f"{name}.log").read_text(errors="replace"), trace, usage.cpu_s)
+    )
+
+
+def per_item_text(cpu_s: float, items: int | None) -> str:
+    """', 2.41 µs/item', or '' without an item count."""
+    return f", {cpu_s * 1e6 / items:,.2f} µs/item" if items else ""
+
+
+def add_flow_cpu_row(bench: Bench, label: str, usage: Usage, found: FlowCpu | None) -> None:
+    """The flow's CPU per committed batch, from the `--dask-address` run (see `benchmarks/flow_cpu.py`)."""
+    if failure(usage) or found is None or found.window_ms is None:
+        why = failure(usage) or ("no commit found in its log" if found is None else "fewer than 2 commits")
+        bench.add(Row(FLOW_CPU_ROW, label, None, f"n/a ({why})", FLOW_CPU_GOAL))
+        return
+    result = (
+        f"{found.window_ms:,.0f} ms between its first and last commit ({found.batches} batches); "
+        f"{found.whole_ms:,.0f} ms per batch over the whole process: {found.before_s:,.1f} s of CPU before "
+        f"the first commit, {found.after_s:,.1f} s after the last (merge, status, artifacts)"
+    )
+    met = found.window_ms <= FLOW_CPU_TARGET_MS
+    row = bench.add(Row(FLOW_CPU_ROW, label, None, result, target(FLOW_CPU_GOAL, met)))
+    print(f"  {FLOW_CPU_ROW}: {row.result} -> {row.target}", flush=True)
 
 
 def bench_direct_ingest(
-    bench: Bench, data: Dataset, label: str, floor: Usage | None, items: int | None
+    bench: Bench, data: Dataset, label: str, yardstick: Yardstick | None, items: int | None
 ) -> Usage | None:
     """The same work without Prefect, through `benchmarks/direct.py` (written by the pipeline's authors)."""
     what = "(b) same work without Prefect (`benchmarks.direct`)"
@@ -394,9 +403,9 @@ def bench_direct_ingest(
     usage = bench.measure(
         f"direct-ingest-{data.count}", cmd, env=bench.talktime_env(), cwd=ROOT, background=bench.background()
     )
-    written = count_rows(out / "transcript_items" / "**" / "*.parquet")
+    written = item_rows(out)
     bench.discard(out)
-    bench.add(Row(what, label, usage, ratio_text(usage, floor) + rows_check(written, items)))
+    bench.add(Row(what, label, usage, ratio_text(usage, yardstick) + rows_check(written, items), items=items))
     return None if failure(usage) else usage
 
 
@@ -411,69 +420,27 @@ def add_overhead_row(bench: Bench, label: str, with_prefect: Usage | None, witho
     bench.add(Row(what, label, None, result, target(f"≤ {OVERHEAD_TARGET:.0%}", overhead <= OVERHEAD_TARGET)))
 
 
-def bench_pandas(bench: Bench, data: Dataset, label: str, floor: Usage | None, items: int | None) -> None:
-    """The naive pandas script, in the benchmark's venv."""
-    what = "(d) naive pandas: json per line, DataFrame, Parquet"
-    python = reference_python(bench)
-    if python is None:
-        bench.add(Row(what, label, None, f"n/a (venv build failed, see {bench.logs / 'venv-dlt.log'})"))
-        return
-    out = bench.scratch("pandas")
-    cmd = [python, HERE / "naive_pandas.py", "--out", out / "items.parquet", *data.files]
-    usage = bench.measure(f"pandas-{data.count}", cmd, background=bench.background())
-    written = count_rows(out / "items.parquet")
-    bench.discard(out)
-    bench.add(Row(what, label, usage, ratio_text(usage, floor) + rows_check(written, items)))
-
-
-def bench_dlt(bench: Bench, data: Dataset, label: str, floor: Usage | None, items: int | None) -> None:
-    """dlt 1.31 to a local filesystem destination as Parquet, in the benchmark's venv."""
-    what = "(e) dlt 1.31: filesystem destination, Parquet"
-    python = reference_python(bench)
-    if python is None:
-        bench.add(Row(what, label, None, f"n/a (venv build failed, see {bench.logs / 'venv-dlt.log'})"))
-        return
-    out, work = bench.scratch("dlt"), bench.scratch("dlt-work")
-    cmd = [python, HERE / "dlt_load.py", "--out", out, "--work", work, *data.files]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    usage = bench.measure(f"dlt-{data.count}", cmd, env=env, cwd=work, background=bench.background())
-    written = count_rows(out / "talktime" / "responses__payload__transcript" / "*.parquet")
-    bench.discard(out)
-    bench.discard(work)
-    bench.add(Row(what, label, usage, ratio_text(usage, floor) + rows_check(written, items)))
-
-
-_REF_PYTHON: dict[str, Path | None] = {}
-
-
-def reference_python(bench: Bench) -> Path | None:
-    """The benchmark venv's python (built on first use), or None if it cannot be built."""
-    if "python" not in _REF_PYTHON:
-        try:
-            _REF_PYTHON["python"] = ref_python(bench.logs / "venv-dlt.log")
-        except (subprocess.CalledProcessError, OSError) as exc:
-            print(f"  could not build the benchmark venv: {exc}", flush=True)
-            _REF_PYTHON["python"] = None
-    return _REF_PYTHON["python"]
-
-
 def bench_ingest(bench: Bench, size: int) -> None:
     """Every ingest row for one size."""
     print(f"ingest, {size:,} responses: preparing inputs ...", flush=True)
     started = time.perf_counter()
     data = dataset(DATA / "inputs", size, seed=bench.args.seed, files=bench.args.files)
     print(f"  {len(data.files)} files, {data.bytes / MIB:,.0f} MiB ({time.perf_counter() - started:.1f} s)")
-    floor, items, label = bench_floor(bench, data)
-    product = bench_talktime_ingest(bench, data, label, floor, items)
-    if not bench.args.skip_dask:
+    yardstick, scripts, items, label = bench_yardstick(bench, data)
+    product = bench_talktime_ingest(bench, data, label, yardstick, items)
+    if bench.args.skip_dask:
+        bench.add(Row(FLOW_CPU_ROW, label, None, "n/a (measured on the `--dask-address` row: --skip-dask)"))
+    else:
         bench_dask_local_ingest(bench, data, label, product, items)
         bench_dask_address_ingest(bench, data, label, product, items)
-    direct = bench_direct_ingest(bench, data, label, floor, items)
+    direct = bench_direct_ingest(bench, data, label, yardstick, items)
     add_overhead_row(bench, label, product, direct)
+    others: dict[str, Usage | None] = {}
     if not bench.args.skip_pandas:
-        bench_pandas(bench, data, label, floor, items)
+        others["pandas"] = bench_pandas(bench, data, label, yardstick, items)
     if not bench.args.skip_dlt:
-        bench_dlt(bench, data, label, floor, items)
+        others["dlt"] = bench_dlt(bench, data, label, yardstick, items)
+    add_targets_row(bench, label, product, scripts, others)
 
 
 # ---------------------------------------------------------------------------------------------

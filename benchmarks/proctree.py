@@ -8,7 +8,8 @@ lower bound when a spike falls between two samples, but only when it exceeds the
 process's own peak: Linux carries a process's peak RSS over to the child it forks (and across
 exec), so a child of a process that once held 8 GiB reports at least 8 GiB. A watchdog kills the
 tree when it goes over a memory limit or a time limit, so one runaway reference cannot take the
-machine down.
+machine down. On request, each sample also records the tree's CPU time so far (`cpu_trace`), for
+the CPU spent between two moments of a run that its log timestamps.
 """
 
 from __future__ import annotations
@@ -105,20 +106,27 @@ def kill_tree(root: int, sig: signal.Signals = signal.SIGKILL) -> None:
 
 
 class _Watch(threading.Thread):
-    """Samples a tree's RSS until stopped; kills it over the memory or time limit."""
+    """Samples a tree's RSS (and CPU, into `cpu_trace` if given) until stopped; kills it over the memory
+    or time limit."""
 
-    def __init__(self, root: int, rss_limit_mib: float, deadline: float) -> None:
+    def __init__(
+        self, root: int, rss_limit_mib: float, deadline: float, cpu_trace: list[tuple[float, float]] | None
+    ) -> None:
         super().__init__(name=f"watch-{root}", daemon=True)
         self.root = root
         self.rss_limit_mib = rss_limit_mib
         self.deadline = deadline
+        self.cpu_trace = cpu_trace
         self.peak_mib = 0.0
         self.killed: str | None = None
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            rss = tree_rss_mib(self.root)
+            members = tree(self.root, process_table())
+            rss = sum(info.rss_pages for info in members) * PAGE_BYTES / MIB
+            if self.cpu_trace is not None:
+                self.cpu_trace.append((time.time(), sum(info.cpu_ticks for info in members) / CLOCK_TICKS))
             self.peak_mib = max(self.peak_mib, rss)
             if rss > self.rss_limit_mib:
                 self._kill(f"over {self.rss_limit_mib:,.0f} MiB")
@@ -141,8 +149,11 @@ def measure(
     background: Sequence[int] = (),
     rss_limit_mib: float = 16 * 1024,
     timeout_s: float = 3600.0,
+    cpu_trace: list[tuple[float, float]] | None = None,
 ) -> Usage:
-    """Run `cmd` to completion (output to `log`) and measure it; `background` pids' CPU is measured too."""
+    """Run `cmd` to completion (output to `log`) and measure it; `background` pids' CPU is measured too.
+
+    With `cpu_trace`, every sample appends (Unix time, CPU seconds of the tree's live processes so far)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     background_before = tree_cpu_s(background)
     inherited_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # a child's ru_maxrss starts here
@@ -151,7 +162,7 @@ def measure(
         proc = subprocess.Popen(
             [str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
         )
-        watch = _Watch(proc.pid, rss_limit_mib, time.monotonic() + timeout_s)
+        watch = _Watch(proc.pid, rss_limit_mib, time.monotonic() + timeout_s, cpu_trace)
         watch.start()
         try:
             _, status, rusage = os.wait4(proc.pid, 0)

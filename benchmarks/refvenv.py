@@ -1,4 +1,4 @@
-"""The benchmark's own venv for the references that are not project dependencies (dlt, pandas).
+"""The benchmark's own venv for the references that are not project dependencies (dlt, pandas, DuckDB, polars).
 
 Built once under `benchmarks/.venv-dlt` (git-ignored) with `python -m venv` and pip, from the
 pinned `benchmarks/requirements-ref.txt`; rebuilt when that file changes (its hash is stamped).
@@ -26,7 +26,7 @@ def ref_python(log: Path) -> Path:
     stamp = VENV / ".installed"
     if python.exists() and stamp.exists() and stamp.read_text() == _stamp():
         return python
-    print(f"building {VENV.relative_to(HERE.parent)} (dlt, pandas; about 30 s) ...", flush=True)
+    print(f"building {VENV.relative_to(HERE.parent)} (dlt, pandas, DuckDB, polars; about a minute) ...", flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         if not python.exists():

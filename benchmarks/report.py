@@ -10,29 +10,33 @@ from pathlib import Path
 
 from benchmarks.proctree import Usage
 
-HEADER = ("what", "input", "wall s", "CPU s", "peak RSS MiB", "bg CPU s", "result", "target")
+HEADER = ("what", "input", "wall s", "CPU s", "CPU µs/item", "peak RSS MiB", "bg CPU s", "result", "target")
 
 
 @dataclass
 class Row:
-    """One line of the table; `usage` is None for derived lines (ratios) and rows that did not run."""
+    """One line of the table; `usage` is None for derived lines (ratios) and rows that did not run;
+    `items`, the input's transcript items, gives the row its CPU per item."""
 
     what: str
     input: str
     usage: Usage | None = None
     result: str = ""
     target: str = ""
+    items: int | None = None
 
     def cells(self) -> tuple[str, ...]:
         """The row's cells, in HEADER order."""
         u = self.usage
         if u is None:
-            return (self.what, self.input, "", "", "", "", self.result, self.target)
+            return (self.what, self.input, "", "", "", "", "", self.result, self.target)
+        per_item = f"{u.cpu_s * 1e6 / self.items:,.2f}" if self.items else ""
         return (
             self.what,
             self.input,
             f"{u.wall_s:,.1f}",
             f"{u.cpu_s:,.1f}",
+            per_item,
             f"{u.peak_rss_mib:,.0f}",
             f"{u.background_cpu_s:,.1f}",
             self.result,
@@ -92,7 +96,9 @@ def machine(python: Path) -> str:
 
 NOTES = """\
 wall: the command from start to exit. CPU: user + system time of the command and every process it
-waited for. peak RSS: the largest sum, over 50 ms samples, of the resident memory of every process of
-its tree. bg CPU: CPU used meanwhile by the processes the benchmark keeps running (the Prefect server;
-for `talktime run` rows also the emulator, for `--dask-address` rows also the Dask scheduler and
-workers), not counted in CPU. Targets are printed, never asserted."""
+waited for. CPU µs/item: that CPU over the input's transcript items (ingest rows). peak RSS: the
+largest sum, over 50 ms samples, of the resident memory of every process of its tree. bg CPU: CPU
+used meanwhile by the processes the benchmark keeps running (the Prefect server; for `talktime run`
+rows also the emulator, for `--dask-address` rows also the Dask scheduler and workers), not counted
+in CPU. yardstick: the fastest (wall) of the polars floor and the DuckDB and polars lazy scripts.
+Targets are printed, never asserted."""
