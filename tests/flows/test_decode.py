@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -91,3 +92,24 @@ def test_metrics_computed_in_chunks_equal_one_pass() -> None:
     whole, chunked = build_tables(decoded, chunk=100), build_tables(decoded, chunk=2)
     for name, frame in whole.items():
         assert_frame_equal(chunked[name], frame)
+
+
+def test_each_batch_is_read_with_categories_of_its_own() -> None:
+    """The global categories keep every string they see for the life of the process: reading the items'
+    text through them kept every transcript of a run in memory (RSS grew ~25 MiB per batch; see
+    docs/benchmarks.md). Every string field of the reader's schema must use the batch's own categories."""
+    from flows.decode import reader_schema
+
+    def categories(dtype: pl.DataType) -> list[pl.Categories]:
+        if isinstance(dtype, pl.Categorical):
+            return [dtype.categories]
+        if isinstance(dtype, pl.Struct):
+            return [c for f in dtype.fields for c in categories(f.dtype)]
+        if isinstance(dtype, pl.List):
+            return categories(dtype.inner)
+        return []
+
+    first, second = ([c for dtype in reader_schema().values() for c in categories(dtype)] for _ in range(2))
+    assert len(first) == 1 + 3 + 4 + 3 + 4  # type, the envelope's 3 and the items' 4, twice (events' data)
+    assert not any(c.is_global() for c in first + second)
+    assert {c.name() for c in first}.isdisjoint({c.name() for c in second})
