@@ -85,7 +85,9 @@ def fetch_batch(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
     room = BatchBytes(settings.batch_bytes)
     text = text_policy(settings)  # the key of `hash` is read here, in the task's own process
     outcomes, down = fetcher_for(settings).fetch_many(list(spec.ids), stats, room)
-    staged = settle(settings.out, spec, decode_polled(outcomes, datetime.now(UTC)), text)
+    decoded = decode_polled(outcomes, datetime.now(UTC))
+    del outcomes  # their bodies and decoded transcripts, the batch's largest objects: not held while it transforms
+    staged = settle(settings.out, spec, decoded, text)
     stopped = None if down is None else str(down)
     return dataclasses.replace(
         staged,
