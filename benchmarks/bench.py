@@ -55,8 +55,9 @@ written to data/bench/results/ with every command's log.
 4. With `--large` (or `--only large`): the large-transcript rows (`benchmarks/large_rows.py`, issue
    19): `talktime ingest` of 200 records of ~5 MiB (tens of thousands of items each) with the
    default memory budget and with `--memory-budget-mb 512`, and of one 300 MiB record (an `error`
-   row, record_too_large), each peak RSS next to the budget plus the baseline (an ingest of 10
-   small responses).
+   row, record_too_large), and `talktime run` of 100 ids of those ~5 MiB records served by the emulator
+   (`--verbatim`) with the same budgets, each peak RSS next to the budget plus the baseline (an
+   ingest, or a run, of 10 small responses).
 """
 
 from __future__ import annotations
@@ -618,6 +619,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     large.add_argument("--large-record-mib", type=float, default=5.0, help="size of each of its records")
     large.add_argument("--large-budgets", default="512", help="--memory-budget-mb values measured after the default")
     large.add_argument("--huge-record-mib", type=float, default=300.0, help="size of the lone huge record (0: none)")
+    large.add_argument(
+        "--large-run-ids", type=int, default=100, help="ids of the large records `talktime run` polls (0: no run rows)"
+    )
     args = parser.parse_args(argv)
     args.sizes = sizes_of(args.sizes)
     args.large_budgets = sizes_of(args.large_budgets)

@@ -1,15 +1,19 @@
-"""The benchmark's large-transcript rows (issue 19): long recordings, and ingest's memory budget.
+"""The benchmark's large-transcript rows (issue 19): long recordings, and the memory budget of ingest and run.
 
-`talktime ingest` (through the running Prefect server, measured as a whole process tree like every
-other row) of:
+Measured through the running Prefect server, as a whole process tree like every other row:
 
-1. 10 small responses (4 items each): the baseline, what the interpreter, the imports and Prefect
-   cost a run that holds almost no data;
-2. `--large-records` records of about `--large-record-mib` MiB each (`benchmarks.large`: tens of
-   thousands of items per transcript) with the default memory budget, then with
-   `--memory-budget-mb` at each of `--large-budgets`;
-3. one record of `--huge-record-mib` MiB, over every budget's record limit: expected one `error`
-   row (record_too_large), the record never decoded.
+1. `talktime ingest` of 10 small responses (4 items each): the baseline, what the interpreter, the
+   imports and Prefect cost a run that holds almost no data;
+2. `talktime ingest` of `--large-records` records of about `--large-record-mib` MiB each
+   (`benchmarks.large`: tens of thousands of items per transcript) with the default memory budget,
+   then with `--memory-budget-mb` at each of `--large-budgets`;
+3. `talktime ingest` of one record of `--huge-record-mib` MiB, over every budget's record limit:
+   expected one `error` row (record_too_large), the record never decoded;
+4. `talktime run` (default options otherwise: batches of 200 ids, 3 in flight, concurrency 8) of
+   `--large-run-ids` ids of the large records, served byte for byte by `talktime emulator --data FILE
+   --verbatim` (a separate process: its CPU is bg CPU, its memory not in the row), with the default
+   budget and each of `--large-budgets`, next to its own baseline: `talktime run` of 10 small
+   synthetic transcriptions.
 
 Each row prints its peak RSS next to the budget plus the baseline's peak (the target: the tree's
 peak within the budget on top of what a run costs with no data), the batches the budget cuts, the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,8 +33,9 @@ import polars as pl
 from benchmarks.large import LargeFile, large_file
 from benchmarks.proctree import Usage
 from benchmarks.report import Row, failure, target
+from benchmarks.services import API_KEY, Emulator
 from benchmarks.synth import dataset
-from flows.settings import DEFAULT_MEMORY_BUDGET_MB, IngestSettings
+from flows.settings import DEFAULT_MEMORY_BUDGET_MB, IngestSettings, RunSettings
 
 if TYPE_CHECKING:
     from benchmarks.bench import Bench
@@ -162,6 +168,79 @@ def bench_huge_record(bench: Bench, data: LargeFile, baseline: Usage | None) -> 
     bench.add(Row(what, label, usage, text, "; ".join([target("error row", is_error), goal])))
 
 
+# talktime run -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One measured `talktime run`: its usage, the transcriptions by status, the item rows, its log."""
+
+    usage: Usage
+    found: dict[str, int]
+    items: int | None
+    log: Path
+
+
+def run(bench: Bench, name: str, emu: Emulator, ids_file: Path, budget_mb: int | None) -> RunResult:
+    """`talktime run` of the ids in `ids_file` against `emu` (with `--memory-budget-mb` unless None) into a
+    fresh output, default options otherwise."""
+    out = bench.scratch("large-run") / "out"
+    cmd = [BIN / "talktime", "run", "--api-url", emu.api_url, "--ids", ids_file, "--out", out, "--api-key", API_KEY]
+    if budget_mb is not None:
+        cmd += ["--memory-budget-mb", str(budget_mb)]
+    usage = bench.measure(name, cmd, env=bench.talktime_env(), background=bench.background(emu.pid))
+    found, items = outcomes(out)
+    bench.discard(out.parent)
+    return RunResult(usage, found, items, bench.logs / f"{name}.log")
+
+
+def committed_batches(log: Path) -> tuple[int, int]:
+    """Batches the run's log reports committed, and how many of them handed ids back (memory budget)."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if " committed: " in line]
+    except OSError:
+        return 0, 0
+    return len(lines), sum("left for a later batch" in line for line in lines)
+
+
+def bench_run_baseline(bench: Bench) -> Usage | None:
+    """`talktime run` of 10 small synthetic transcriptions: what a run costs with almost no data."""
+    log = bench.logs / f"emulator-large-baseline-{BASELINE_RECORDS}.log"
+    with Emulator(BIN, bench.work, BASELINE_RECORDS, bench.args.seed, (), log) as emu:
+        result = run(bench, f"large-run-baseline-{BASELINE_RECORDS}", emu, emu.ids_file, None)
+    usage = result.usage
+    text = failure(usage) or f"the baseline of `run`; {outcome_text(result.found, result.items)}"
+    what = f"(L) baseline: `talktime run` of {BASELINE_RECORDS} small synthetic transcriptions"
+    bench.add(Row(what, f"{BASELINE_RECORDS} ids (50-400 items each)", usage, text))
+    return None if failure(usage) else usage
+
+
+def bench_large_run(bench: Bench, data: LargeFile, baseline: Usage | None) -> None:
+    """`talktime run` of --large-run-ids of the large records, served verbatim, at each budget."""
+    count = min(bench.args.large_run_ids, data.count)
+    record_mib = data.bytes / data.count / MIB
+    label = f"{count:,} ids × {record_mib:,.1f} MiB responses ({data.items / data.count:,.0f} items each)"
+    log = bench.logs / f"emulator-large-{data.count}.log"
+    with Emulator(BIN, bench.work, 0, bench.args.seed, ("--data", str(data.path), "--verbatim"), log) as emu:
+        ids_file = bench.work / f"ids-large-{count}.txt"
+        ids_file.write_text("".join(f"{tid}\n" for tid in emu.ids()[:count]))
+        for budget in [None, *bench.args.large_budgets]:
+            mb = DEFAULT_MEMORY_BUDGET_MB if budget is None else budget
+            limit = RunSettings(api_url="u", ids_file="i", out="o", memory_budget_mb=mb).batch_bytes
+            option = "default options" if budget is None else f"`--memory-budget-mb {budget}`"
+            what = f"(L) `talktime run`, {option} (budget {mb:,} MiB: batches ≤ {limit / MIB:.1f} MiB of responses)"
+            result = run(bench, f"large-run-{count}x{record_mib:.0f}mib-budget{mb}", emu, ids_file, budget)
+            if failure(result.usage):
+                bench.add(Row(what, label, result.usage, str(failure(result.usage))))
+                continue
+            peak, goal = budget_text(result.usage, mb, baseline)
+            batches, full = committed_batches(result.log)
+            by_count = -(-count // RunSettings.model_fields["batch_size"].default)
+            cut = f"{batches} batches ({full} filled their share of the budget; {by_count} by id count alone)"
+            text = f"{peak}; {cut}; {outcome_text(result.found, result.items)}"
+            bench.add(Row(what, label, result.usage, text, goal))
+
+
 def bench_large(bench: Bench) -> None:
     """Every large-transcript row."""
     baseline = bench_baseline(bench)
@@ -169,3 +248,7 @@ def bench_large(bench: Bench) -> None:
         bench_large_records(bench, prepare(bench, bench.args.large_records, bench.args.large_record_mib), baseline)
     if bench.args.huge_record_mib:
         bench_huge_record(bench, prepare(bench, 1, bench.args.huge_record_mib), baseline)
+    if bench.args.large_run_ids:
+        records = max(bench.args.large_records, bench.args.large_run_ids)  # the ingest rows' file when it has enough
+        data = prepare(bench, records, bench.args.large_record_mib)
+        bench_large_run(bench, data, bench_run_baseline(bench))

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from flows.api.batchbytes import BatchBytes
 from flows.api.client import FetchStats
 from flows.api.service import fetcher_for
 from flows.decode import decode_polled, decode_records
@@ -65,6 +66,9 @@ class StagedBatch:
     already_final: int = 0  # ids read that were final before the run (ingest skips them)
     retries: dict[str, int] = field(default_factory=dict)  # retried requests by cause (rate_limited, ...)
     error_codes: dict[str, int] = field(default_factory=dict)  # polled ids that ended in `error`, by code
+    # ids of the batch left unpolled once its responses reached its share of the memory budget: the run
+    # polls them in a later batch
+    deferred: tuple[str, ...] = ()
     seconds: float = 0.0  # the task's time: fetch or read, transform, stage
     name: str = ""  # the batch's task run name
 
@@ -74,18 +78,23 @@ class StagedBatch:
 
 
 def fetch_batch(settings: RunSettings, spec: BatchSpec) -> StagedBatch:
-    """Poll each id of the batch once, then transform and stage what changed."""
+    """Poll each id of the batch once, until its responses reach its share of the memory budget (the ids
+    left are handed back, `deferred`), then transform and stage what changed."""
     started = time.monotonic()
     stats = FetchStats()
+    room = BatchBytes(settings.batch_bytes)
     text = text_policy(settings)  # the key of `hash` is read here, in the task's own process
-    outcomes, down = fetcher_for(settings).fetch_many(list(spec.ids), stats)
-    staged = settle(settings.out, spec, decode_polled(outcomes, datetime.now(UTC)), text)
+    outcomes, down = fetcher_for(settings).fetch_many(list(spec.ids), stats, room)
+    decoded = decode_polled(outcomes, datetime.now(UTC))
+    del outcomes  # their bodies and decoded transcripts, the batch's largest objects: not held while it transforms
+    staged = settle(settings.out, spec, decoded, text)
     stopped = None if down is None else str(down)
     return dataclasses.replace(
         staged,
         stopped=stopped,
         requests=stats.requests,
         retries=dict(stats.retries),
+        deferred=tuple(room.deferred),
         seconds=time.monotonic() - started,
     )
 

@@ -176,6 +176,7 @@ _ID_NEAR_START = re.compile(
     rb'"id"\s*:\s*"([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"'
 )
 RECORD_TOO_LARGE = "record_too_large"
+ID_HEAD_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -202,14 +203,21 @@ def split_oversized(records: Iterable[RawRecord], limit: int, now: datetime) -> 
             f"a record of {len(record.data) / 2**20:.1f} MiB is over ingest's record limit of "
             f"{limit / 2**20:.1f} MiB (raise --memory-budget-mb to read it): not decoded"
         )
-        head = record.data[:4096]
-        data_at = head.find(b'"data"')  # a webhook event: the transcription is its `data`, not its own id
-        found = _ID_NEAR_START.search(head, data_at if data_at >= 0 else 0)
+        found = id_near_start(record.data)
         if found is None:
             skipped.append(f"{record.source}: {why}")
         else:
-            errors.append(Outcome.error(found.group(1).decode().lower(), RECORD_TOO_LARGE, why, now))
+            errors.append(Outcome.error(found, RECORD_TOO_LARGE, why, now))
     return Oversized(kept, errors, skipped)
+
+
+def id_near_start(data: bytes) -> str | None:
+    """The transcription id (lower-case) among a record's first ID_HEAD_BYTES, without decoding it: the
+    record's own `id`, or for a webhook event its `data`'s; None when none is there."""
+    head = data[:ID_HEAD_BYTES]
+    data_at = head.find(b'"data"')  # a webhook event: the transcription is its `data`, not its own id
+    found = _ID_NEAR_START.search(head, data_at if data_at >= 0 else 0)
+    return None if found is None else found.group(1).decode().lower()
 
 
 def segments_bytes(segments: Sequence[Segment]) -> int:

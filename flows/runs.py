@@ -95,7 +95,8 @@ class Run:
         )
         summary.skipped += staged.skipped
         summary.already_final += staged.already_final
-        summary.units_done += self.units.pop(staged.number, 0)
+        # ids handed back are counted by the later batch that polls them (a re-poll batch counts none)
+        summary.units_done += max(0, self.units.pop(staged.number, 0) - len(staged.deferred))
         self.log.info("%s", batch_line(staged, polled.height))
         self.watch.advanced(summary)
 
@@ -121,9 +122,10 @@ def batch_line(staged: StagedBatch, ids: int) -> str:
     retries = ", ".join(f"{cause} {n}" for cause, n in sorted(staged.retries.items())) or "none"
     rows = sum(staged.files.rows.values())
     name = staged.name or f"batch {staged.number}"
+    deferred = f", {len(staged.deferred)} ids left for a later batch (memory budget)" if staged.deferred else ""
     return (
         f"{name} committed: {ids} ids, {staged.requests} requests, retries: {retries}, "
-        f"{rows} rows written, {staged.seconds:.1f} s"
+        f"{rows} rows written, {staged.seconds:.1f} s{deferred}"
     )
 
 
@@ -185,6 +187,9 @@ def poll(settings: RunSettings, submit: Submit, log: Any, watch: Watcher | None 
             in_flight=settings.in_flight,
             repolls=repolls,
             repoll_spec=lambda due: run.spec(f"repoll-{run.count + 1}", ids=tuple(due), repoll=True),
+            deferred_spec=lambda rest: run.spec(
+                f"deferred-{run.count + 1}", len(rest), ids=tuple(rest), refetch=settings.refetch
+            ),
             batch_size=settings.batch_size,
             sleep=lambda seconds: wait_watched(seconds, summary, run.watch),
         )

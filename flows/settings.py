@@ -76,6 +76,14 @@ class _Settings(BaseModel):
     in_flight: int = Field(
         DEFAULT_IN_FLIGHT, ge=1, description="batches fetched or read and transformed ahead of the commit"
     )
+    memory_budget_mb: int = Field(
+        DEFAULT_MEMORY_BUDGET_MB,
+        ge=64,
+        description="memory the batches in flight may use (MiB): a batch is cut by bytes as well as by count "
+        "(ingest: the records it reads; run: the response bodies it receives, counted as they arrive), and a "
+        "record or response too large for it becomes an `error` row (record_too_large, response_too_large) "
+        "instead of being decoded",
+    )
     storage_secret_prefix: str = Field(
         DEFAULT_STORAGE_SECRET_PREFIX, description="Secret blocks `{prefix}-aws-*` hold S3 credentials"
     )
@@ -99,6 +107,12 @@ class _Settings(BaseModel):
     text_key_secret: str = Field(
         DEFAULT_TEXT_KEY_SECRET, description="Secret block holding the key of text_policy hash"
     )
+
+    @property
+    def batch_bytes(self) -> int:
+        """The most input bytes a batch (and so a record or a response) may hold: the batches in flight, and
+        the one being committed, each decoded at DECODE_AMPLIFICATION times their size, fit the budget."""
+        return self.memory_budget_mb * 2**20 // (DECODE_AMPLIFICATION * (self.in_flight + 1))
 
     @model_validator(mode="before")
     @classmethod
@@ -140,7 +154,8 @@ class RunSettings(_Settings):
         DEFAULT_MAX_RESPONSE_BYTES / MIB,
         gt=0,
         allow_inf_nan=False,
-        description="largest response body read, in MiB after decompression; larger is a `response_too_large` row",
+        description="largest response body read, in MiB after decompression; larger is a `response_too_large` row "
+        "(the cap is the smaller of this and a batch's share of memory_budget_mb)",
     )
     request_deadline_s: float = Field(
         DEFAULT_REQUEST_DEADLINE_S,
@@ -180,22 +195,10 @@ class RunSettings(_Settings):
 class IngestSettings(_Settings):
     """Read saved API responses or webhook events (`talktime ingest`): no network."""
 
-    @property
-    def batch_bytes(self) -> int:
-        """The most input bytes a batch (and so a record) may hold: the batches in flight, and the one
-        being committed, each decoded at DECODE_AMPLIFICATION times their size, fit the budget."""
-        return self.memory_budget_mb * 2**20 // (DECODE_AMPLIFICATION * (self.in_flight + 1))
-
     inputs: list[str] = Field(min_length=1, description=".json/.ndjson files or folders of them")
     batch_size: int = Field(DEFAULT_INGEST_BATCH_SIZE, ge=1, description="records per batch (one task, one commit)")
     in_flight: int = Field(
         DEFAULT_INGEST_IN_FLIGHT, ge=1, description="batches read and transformed ahead of the commit"
-    )
-    memory_budget_mb: int = Field(
-        DEFAULT_MEMORY_BUDGET_MB,
-        ge=64,
-        description="memory the batches in flight may use (MiB): batches are cut by bytes as well as records, "
-        "and a record too large for it becomes an `error` row (record_too_large) instead of being decoded",
     )
     delete_after_commit: bool = Field(
         False,

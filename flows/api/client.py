@@ -1,8 +1,9 @@
 """The transcription API client: one pooled httpx2.AsyncClient, bounded, rate-limited, retried.
 
 Every requested id ends with exactly one Outcome (succeeded, failed, ongoing, not_found or
-error with a reason). Only run-level problems raise: bad credentials (AuthenticationError,
-AuthorizationError) and an API that stays down (ApiUnavailableError).
+error with a reason), or is handed back unanswered when its batch already holds its share of the
+memory budget (`flows.api.batchbytes`). Only run-level problems raise: bad credentials
+(AuthenticationError, AuthorizationError) and an API that stays down (ApiUnavailableError).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx2
 
 from flows import jsontext
 from flows.api.auth import Auth
+from flows.api.batchbytes import BatchBytes, BatchFullError
 from flows.api.budget import RequestsBudget
 from flows.api.ratelimit import RateLimiter
 from flows.api.reply import Reply, exchange
@@ -83,6 +85,8 @@ class FetchStats:
 
 # The stats of the `fetch_many` call a request belongs to (its tasks inherit the context).
 _stats: ContextVar[FetchStats | None] = ContextVar("talktime_fetch_stats", default=None)
+# The response bytes that call's batch holds, when it is bounded.
+_room: ContextVar[BatchBytes | None] = ContextVar("talktime_batch_bytes", default=None)
 
 
 def retry_key(error: BaseException) -> str:
@@ -139,25 +143,38 @@ class TranscriptionClient:
         self.requests_sent = 0
 
     async def fetch_many(
-        self, ids: Iterable[str], stats: FetchStats | None = None
+        self, ids: Iterable[str], stats: FetchStats | None = None, room: BatchBytes | None = None
     ) -> tuple[list[Outcome], ApiUnavailableError | None]:
         """Outcomes for distinct ids (in first-seen order), and the error that stopped the run early.
 
         When the API stays down, the ids not yet answered get no outcome: they stay pending.
-        `stats`, if given, counts this call's requests and retries.
+        `stats`, if given, counts this call's requests and retries. `room`, if given, counts the
+        response bytes the call holds: once they reach its limit, no request starts and the ids not
+        answered yet get no outcome either: they are listed, in order, in `room.deferred`.
         """
         _stats.set(stats)
+        _room.set(room)
         unique = unique_ids(ids)
-        tasks = [asyncio.ensure_future(self.fetch(i)) for i in unique]
+        tasks = [asyncio.ensure_future(self._fetch_unless_full(i)) for i in unique]
         try:
             await asyncio.gather(*tasks)
         except ApiUnavailableError as down:
             await _cancel(tasks)
-            return [t.result() for t in tasks if not t.cancelled() and t.exception() is None], down
+            done = [t.result() for t in tasks if not t.cancelled() and t.exception() is None]
+            return [outcome for outcome in done if outcome is not None], down
         except BaseException:
             await _cancel(tasks)
             raise
-        return [t.result() for t in tasks], None
+        if room is not None:
+            room.deferred += [tid for tid, task in zip(unique, tasks, strict=True) if task.result() is None]
+        return [outcome for task in tasks if (outcome := task.result()) is not None], None
+
+    async def _fetch_unless_full(self, transcription_id: str) -> Outcome | None:
+        """The id's outcome, or None when its batch was full before the id's turn came (see fetch_many)."""
+        try:
+            return await self.fetch(transcription_id)
+        except BatchFullError:
+            return None
 
     async def check_credentials(self, transcription_id: str) -> None:
         """One poll of one id, not retried, its answer dropped: AuthenticationError or AuthorizationError
@@ -214,9 +231,10 @@ class TranscriptionClient:
         try:
             response = await self._send(tid)
             if response.status_code == 401 and self._auth.renewable:
+                _give_back(response)
                 await self._auth.renew(self._http, response.authorization)
                 response = await self._send(tid)
-            outcome = self._interpret(tid, response)
+            outcome = self._kept(tid, response)
         except MalformedResponseError:
             raise  # the API answered: a body it cannot read is no sign of an outage
         except TransientApiError as exc:
@@ -227,12 +245,28 @@ class TranscriptionClient:
         self._failing_since = None
         return outcome
 
+    def _kept(self, tid: str, response: Reply) -> Outcome:
+        """The outcome of an answer; its body's bytes are given back to the batch unless the outcome keeps it."""
+        try:
+            outcome = self._interpret(tid, response)
+        except BaseException:
+            _give_back(response)
+            raise
+        if outcome.body is None:
+            _give_back(response)
+        return outcome
+
     async def _send(self, tid: str) -> Reply:
         url = f"{self._options.api_url.rstrip('/')}/transcribe-async/{tid}"
+        room = _room.get()
+        if room is not None:
+            room.check_room()  # a full batch takes no slot of the shared requests limit
         if self._budget is not None:
             await self._budget.take()
         async with self._slots:
             await self._limiter.acquire()
+            if room is not None:
+                room.check_room()  # the batch may have filled up while this request waited for its turn
             headers = {
                 "Authorization": await self._auth.authorization(self._http),
                 VERSION_HEADER: self._options.api_version,
@@ -245,7 +279,12 @@ class TranscriptionClient:
                 stats.requests += 1
             options = self._options
             return await exchange(
-                pool, url, headers, max_bytes=options.max_response_bytes, deadline_s=options.request_deadline_s
+                pool,
+                url,
+                headers,
+                max_bytes=options.max_response_bytes,
+                deadline_s=options.request_deadline_s,
+                room=room,
             )
 
     def _interpret(self, tid: str, response: Reply) -> Outcome:
@@ -289,7 +328,14 @@ class TranscriptionClient:
         return dataclasses.replace(outcome, body=response.content) if outcome.status == "succeeded" else outcome
 
 
-async def _cancel(tasks: Sequence[asyncio.Future[Outcome]]) -> None:
+def _give_back(response: Reply) -> None:
+    """Give the bytes of a body not kept back to the batch of the current `fetch_many` call."""
+    room = _room.get()
+    if room is not None:
+        room.released(len(response.content))
+
+
+async def _cancel(tasks: Sequence[asyncio.Future[Outcome | None]]) -> None:
     """Cancel the tasks still running and wait until every task has finished."""
     for task in tasks:
         task.cancel()

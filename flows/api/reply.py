@@ -5,6 +5,9 @@ at a time never trips the read timeout) and its body a size cap counted after de
 (a small gzip body can decompress to gigabytes). The body is streamed and reading stops at
 the cap, so memory never holds much more than the cap.
 
+The bytes read are also counted, as they arrive, against the batch's `BatchBytes` when one is given
+(`flows.api.batchbytes`), and given back if the body is not returned.
+
 Only a 200's body is needed whole. An error status's body gives at most a `code`, so when it is
 too large or cannot be decompressed it is read as empty and the status speaks alone.
 """
@@ -20,7 +23,9 @@ from dataclasses import dataclass
 import httpx
 import httpx2
 
+from flows.api.batchbytes import BatchBytes
 from flows.errors import MalformedResponseError, PermanentApiError, TransientApiError
+from flows.settings import MIB
 
 
 @dataclass(frozen=True)
@@ -34,13 +39,20 @@ class Reply:
 
 
 async def exchange(
-    pool: httpx2.AsyncClient, url: str, headers: dict[str, str], *, max_bytes: int, deadline_s: float
+    pool: httpx2.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    *,
+    max_bytes: int,
+    deadline_s: float,
+    room: BatchBytes | None = None,
 ) -> Reply:
-    """One GET within `deadline_s` in all, its body read up to `max_bytes`; ApiError when it cannot."""
+    """One GET within `deadline_s` in all, its body read up to `max_bytes` (and counted in `room` as it
+    arrives: the caller gives back what it does not keep); ApiError when it cannot."""
     try:
         async with asyncio.timeout(deadline_s):
             async with pool.stream("GET", url, headers=headers) as response:
-                content = await _read_body(response, max_bytes)
+                content = await _read_body(response, max_bytes, room or BatchBytes(limit=1 << 62))
     except TimeoutError:  # asyncio.timeout's: httpx's own timeouts are no TimeoutError
         raise TransientApiError(
             f"{host_port(url)} took longer than the {deadline_s:g} s request deadline", network="timeout"
@@ -112,10 +124,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
-async def _read_body(response: httpx2.Response, cap: int) -> bytes:
+async def _read_body(response: httpx2.Response, cap: int, room: BatchBytes) -> bytes:
     """The decoded body; a 200 beyond `cap` (declared or read) or that cannot be decompressed raises."""
     try:
-        body = None if _declared_length(response) > cap else await _read_capped(response, cap)
+        body = None if _declared_length(response) > cap else await _read_capped(response, cap, room)
     except httpx2.DecodingError:
         if response.status_code == 200:
             raise MalformedResponseError("HTTP 200 with a body that cannot be decompressed", status_code=200) from None
@@ -123,18 +135,31 @@ async def _read_body(response: httpx2.Response, cap: int) -> bytes:
     if body is not None:
         return body
     if response.status_code == 200:
-        raise PermanentApiError(f"response body larger than {cap} bytes", status_code=200, code="response_too_large")
+        raise PermanentApiError(
+            f"response body larger than the cap of {cap / MIB:,.2f} MiB (--max-response-mb, lowered to a batch's "
+            "share of --memory-budget-mb): not decoded",
+            status_code=200,
+            code="response_too_large",
+        )
     return b""
 
 
-async def _read_capped(response: httpx2.Response, cap: int) -> bytes | None:
-    """The decoded body (`aiter_bytes` decompresses as it goes), or None as soon as it exceeds `cap`."""
+async def _read_capped(response: httpx2.Response, cap: int, room: BatchBytes) -> bytes | None:
+    """The decoded body (`aiter_bytes` decompresses as it goes), or None as soon as it exceeds `cap`; its
+    bytes are counted in `room` as they arrive, and given back unless the body is returned whole."""
     body = bytearray()
-    async for chunk in response.aiter_bytes():
-        if len(body) + len(chunk) > cap:  # checked first: one decoded read can be ~1000x its 64 KiB
-            return None  # the caller's `stream` context closes the response and its connection
-        body += chunk
-    return bytes(body)
+    whole = False
+    try:
+        async for chunk in response.aiter_bytes():
+            if len(body) + len(chunk) > cap:  # checked first: one decoded read can be ~1000x its 64 KiB
+                return None  # the caller's `stream` context closes the response and its connection
+            body += chunk
+            room.received(len(chunk))
+        whole = True
+        return bytes(body)
+    finally:
+        if not whole:
+            room.released(len(body))
 
 
 def _declared_length(response: httpx2.Response) -> int:

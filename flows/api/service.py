@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 import httpx2
 
 from flows.api.auth import Auth
+from flows.api.batchbytes import BatchBytes
 from flows.api.budget import RequestsBudget, open_budget
 from flows.api.client import ClientOptions, FetchStats, TranscriptionClient, make_http_clients
 from flows.api.retry import RetryPolicy
@@ -38,7 +38,8 @@ def client_options(settings: RunSettings) -> ClientOptions:
         concurrency=settings.concurrency,
         rate_limit_per_s=settings.rate_limit,
         down_after_s=settings.down_after_s,
-        max_response_bytes=max(1, int(min(settings.max_response_mb * MIB, sys.maxsize))),
+        # a response over the batch's share of the memory budget is refused too: no batch could hold it
+        max_response_bytes=max(1, int(min(settings.max_response_mb * MIB, settings.batch_bytes))),
         request_deadline_s=settings.request_deadline_s,
         retry=RetryPolicy(max_attempts=settings.max_attempts),
     )
@@ -82,10 +83,10 @@ class Fetcher:
                 self._calls.discard(call)
 
     def fetch_many(
-        self, ids: list[str], stats: FetchStats | None = None
+        self, ids: list[str], stats: FetchStats | None = None, room: BatchBytes | None = None
     ) -> tuple[list[Outcome], ApiUnavailableError | None]:
         """One poll of each id (blocking the calling thread); see TranscriptionClient.fetch_many."""
-        return self._call(self._client.fetch_many(ids, stats))
+        return self._call(self._client.fetch_many(ids, stats, room))
 
     def check_credentials(self, transcription_id: str) -> None:
         """AuthenticationError or AuthorizationError when the API refuses one poll of this id (see

@@ -19,6 +19,12 @@ def add_parser(add: AddCommand, job: argparse.ArgumentParser) -> None:
     emu.add_argument("--host", default="127.0.0.1", help="address to listen on")
     emu.add_argument("--port", type=int, default=8765, help="port to listen on")
     emu.add_argument("--data", nargs="*", default=[], help=".json/.ndjson responses or folders of them")
+    emu.add_argument(
+        "--verbatim",
+        action="store_true",
+        help="serve the --data records byte for byte, read from their files on each request, never decoded or "
+        "held (large transcripts; API responses only: dialect A, never ongoing)",
+    )
     emu.add_argument("--synthetic", type=int, default=0, metavar="N", help="also serve N synthetic transcripts")
     emu.add_argument("--seed", type=int, default=0, help="seed of synthetic data and of faults")
     emu.add_argument("--api-key", default="talktime-dev-key", help="the bearer key the emulator accepts")
@@ -76,14 +82,16 @@ def _faults(args: argparse.Namespace) -> Faults:
 
 def cmd_emulator(args: argparse.Namespace) -> int:
     from flows.emulator.app import EmulatorConfig
-    from flows.emulator.server import load_responses, serve
+    from flows.emulator.server import index_records, load_responses, serve
     from flows.emulator.synthetic import synthetic_responses
 
-    responses = load_responses(args.data) | synthetic_responses(args.synthetic, args.seed)
+    stored = index_records(args.data) if args.verbatim else {}
+    responses = ({} if args.verbatim else load_responses(args.data)) | synthetic_responses(args.synthetic, args.seed)
     if args.write_ids:
-        Path(args.write_ids).write_text("".join(f"{i}\n" for i in responses), encoding="utf-8")
+        Path(args.write_ids).write_text("".join(f"{i}\n" for i in [*stored, *responses]), encoding="utf-8")
     config = EmulatorConfig(
         responses=responses,
+        stored=stored,
         api_key=args.api_key,
         ongoing_polls=args.ongoing_polls,
         ongoing_seconds=args.ongoing_seconds,
@@ -92,7 +100,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         seed=args.seed,
         oauth=_oauth_server(args),
     )
-    print(f"talktime emulator: {len(responses)} transcriptions on http://{args.host}:{args.port}", flush=True)
+    served = len(stored) + len(responses)
+    print(f"talktime emulator: {served} transcriptions on http://{args.host}:{args.port}", flush=True)
     serve(config, args.host, args.port)
     return 0
 

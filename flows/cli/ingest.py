@@ -20,7 +20,7 @@ from flows.cli.options import DEPLOYMENT_ONLY, Flag, add_settings_options, setti
 from flows.settings import IngestSettings
 
 # Where `ingest`'s options differ from IngestSettings' fields (everything else comes from the fields).
-INGEST_FLAGS = JOB_FLAGS | {"inputs": Flag("--input"), "memory_budget_mb": Flag(metavar="MB")}
+INGEST_FLAGS = JOB_FLAGS | {"inputs": Flag("--input")}
 
 
 def add_parser(add: AddCommand, job: argparse.ArgumentParser) -> None:

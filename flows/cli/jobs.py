@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 # The fields RunSettings and IngestSettings share, where the command line shows them differently.
 JOB_FLAGS = {
     "text_policy": Flag("--text"),
+    "memory_budget_mb": Flag(metavar="MB"),
     "task_runner": Flag(group="scale-out"),
     "dask_address": Flag(metavar="tcp://HOST:PORT", group="scale-out"),
 }

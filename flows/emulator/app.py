@@ -2,7 +2,8 @@
 
 Implements `GET {prefix}/transcribe-async/{id}` in both dialects (`/v1/copilot-api/server` is
 2024-04-22, `/v1/core/server` is 2024-10-01; `X-Nabla-Api-Version` or `?nabla-api-version=`
-overrides), bearer auth, 404/400, results that stay ongoing for a while, failed results, and
+overrides), bearer auth, 404/400, results that stay ongoing for a while, failed results, records
+served byte for byte from their files (`stored`: large transcripts, never held in memory), and
 fault injection that is deterministic under a seed: each fault is drawn from
 (seed, id, n-th request for that id), so the same requests meet the same faults whatever the
 concurrency.
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from flows.emulator.dialects import render_dialect_b, resolve_version
+from flows.inputs import Segment, read_slice
 from flows.outcomes import is_uuid
 from flows.webhook.asgi import Receive, Scope, Send, header_map, read_body, send_bytes, send_json
 
@@ -68,6 +70,9 @@ class EmulatorConfig:
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A fixed answer per id (lower-case), served instead of `responses`: (HTTP status, JSON body).
     answers: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    # Records served byte for byte, read from their file on each request (never decoded, never held: large
+    # transcripts), by id (lower-case): API responses only, dialect A, never `ongoing`.
+    stored: dict[str, Segment] = field(default_factory=dict)
     api_key: str = DEFAULT_API_KEY
     ongoing_polls: int = 0
     ongoing_seconds: float = 0.0
@@ -162,6 +167,10 @@ class EmulatorApp:
         if key in self.config.answers:
             status, body = self.config.answers[key]
             await send_json(send, status, body)
+            return
+        if key in self.config.stored:
+            (stored,) = read_slice([self.config.stored[key]])
+            await send_bytes(send, 200, stored.data, "application/json")
             return
         record = self.config.responses.get(key)
         if record is None:

@@ -14,7 +14,7 @@ from typing import Any, Self
 import uvicorn
 
 from flows.emulator.app import PREFIX_A, EmulatorApp, EmulatorConfig, InjectedDropError
-from flows.inputs import plan_slices, read_slice, unwrap_event
+from flows.inputs import ID_HEAD_BYTES, Segment, id_near_start, plan_slices, read_slice, unwrap_event
 from flows.outcomes import is_uuid
 
 STARTUP_TIMEOUT_S = 20.0
@@ -31,6 +31,19 @@ def load_responses(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
         if isinstance(value, dict) and is_uuid(value.get("id")):
             responses[str(value["id"]).lower()] = value
     return responses
+
+
+def index_records(paths: Sequence[str | Path]) -> dict[str, Segment]:
+    """Where each stored record is (its file's byte range), keyed by lower-case id, found among its first
+    bytes without decoding it; the later file wins. For records too large to hold (`EmulatorConfig.stored`)."""
+    stored: dict[str, Segment] = {}
+    for (segment,) in plan_slices(paths, 1):
+        with open(segment.path, "rb") as handle:
+            handle.seek(segment.start)
+            tid = id_near_start(handle.read(ID_HEAD_BYTES))
+        if tid is not None:
+            stored[tid] = segment
+    return stored
 
 
 class _HideInjectedDrops(logging.Filter):

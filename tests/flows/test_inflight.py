@@ -23,14 +23,16 @@ class FakeClock:
         self.now += seconds
 
 
-def staged(spec: BatchSpec, statuses: dict[str, str], stopped: str | None = None) -> StagedBatch:
+def staged(
+    spec: BatchSpec, statuses: dict[str, str], stopped: str | None = None, deferred: tuple[str, ...] = ()
+) -> StagedBatch:
     polled = pl.DataFrame(
         {"transcription_id": list(statuses), "status": list(statuses.values()),
          "final": [s != "ongoing" for s in statuses.values()], "written": [True] * len(statuses)},
         schema=POLLED_SCHEMA,
     )  # fmt: skip
     return StagedBatch(spec.number, StagedFiles(spec.batch_id, "2026-11-24", {}), polled, pl.DataFrame(),
-                       stopped=stopped)  # fmt: skip
+                       stopped=stopped, deferred=deferred)  # fmt: skip
 
 
 def spec(n: int, ids: tuple[str, ...] = (), repoll: bool = False) -> BatchSpec:
@@ -105,3 +107,58 @@ def test_an_api_outage_stops_new_batches_but_commits_those_in_flight() -> None:
                              in_flight=3)  # fmt: skip
     assert reason == "down"
     assert committed == [1, 2, 3, 4]  # 3 and 4 were already in flight when 2 reported the outage
+
+
+def test_ids_a_batch_hands_back_come_back_in_later_batches_before_new_ones() -> None:
+    """A batch whose responses filled its share of the memory budget polls 2 of its ids; the rest come back,
+    at most batch_size at a time, before the next new batch; every id is polled exactly once."""
+    order: list[tuple[str, ...]] = []
+    numbers = iter(range(100, 200))
+
+    def submit(s: BatchSpec) -> Future[StagedBatch]:
+        order.append(s.ids)
+        future: Future[StagedBatch] = Future()
+        future.set_result(staged(s, dict.fromkeys(s.ids[:2], "succeeded"), deferred=s.ids[2:]))
+        return future
+
+    specs = iter([spec(1, ("a", "b", "c", "d", "e", "f", "g")), spec(2, ("h", "i", "j"))])
+    run_batches(specs, submit, lambda st: None, in_flight=1, batch_size=3,
+                deferred_spec=lambda rest: spec(next(numbers), tuple(rest)))  # fmt: skip
+    assert order == [("a", "b", "c", "d", "e", "f", "g"), ("c", "d", "e"), ("e", "f", "g"), ("g",),
+                     ("h", "i", "j"), ("j",)]  # fmt: skip
+    polled = [i for ids in order for i in ids[:2]]
+    assert sorted(polled) == list("abcdefghij")
+
+
+def test_handed_back_ids_stay_pending_when_the_api_is_given_up_on() -> None:
+    order: list[tuple[str, ...]] = []
+
+    def submit(s: BatchSpec) -> Future[StagedBatch]:
+        order.append(s.ids)
+        future: Future[StagedBatch] = Future()
+        future.set_result(staged(s, {s.ids[0]: "error"}, stopped="down", deferred=s.ids[1:]))
+        return future
+
+    reason = run_batches(iter([spec(1, ("a", "b"))]), submit, lambda st: None, in_flight=1, batch_size=3,
+                         deferred_spec=lambda rest: spec(9, tuple(rest)))  # fmt: skip
+    assert (reason, order) == ("down", [("a", "b")])
+
+
+def test_ids_a_repoll_batch_hands_back_come_back_in_a_repoll_batch() -> None:
+    clock = FakeClock()
+    answers = {"slow": iter(["ongoing", "succeeded"]), "late": iter(["ongoing", "succeeded"])}
+    order: list[tuple[tuple[str, ...], bool]] = []
+    numbers = iter(range(100, 200))
+
+    def submit(s: BatchSpec) -> Future[StagedBatch]:
+        order.append((s.ids, s.repoll))
+        polled, rest = (s.ids[:1], s.ids[1:]) if s.repoll else (s.ids, ())
+        future: Future[StagedBatch] = Future()
+        future.set_result(staged(s, {i: next(answers[i]) for i in polled}, deferred=rest))
+        return future
+
+    run_batches(iter([spec(1, ("slow", "late"))]), submit, lambda st: None, in_flight=1, repolls=Repolls(60, clock),
+                repoll_spec=lambda due: spec(next(numbers), tuple(due), repoll=True),
+                deferred_spec=lambda rest: spec(next(numbers), tuple(rest)), batch_size=10,
+                sleep=clock.sleep)  # fmt: skip
+    assert order == [(("slow", "late"), False), (("late", "slow"), True), (("slow",), True)]

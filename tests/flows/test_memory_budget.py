@@ -1,6 +1,8 @@
-"""Ingest bounded by bytes, not by records: batches cut by bytes, a record too large for the memory
-budget an `error` row (record_too_large) instead of decoded (issue 19). Peak memory itself is measured
-by the benchmark, never asserted here."""
+"""Ingest and run bounded by bytes, not by records or ids (issue 19): ingest's batches cut by bytes, a
+record too large for the memory budget an `error` row (record_too_large) instead of decoded; a run's
+batch stops starting requests once its responses fill its share of the budget and hands the ids left
+to a later batch, a response too large for it an `error` row (response_too_large). Peak memory itself
+is measured by the benchmark, never asserted here."""
 
 from __future__ import annotations
 
@@ -10,11 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from flows import runs
-from flows.batch import read_batch
+from flows.batch import fetch_batch, read_batch
+from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig
+from flows.emulator.server import EmulatorServer
 from flows.inputs import plan_slices, read_slice
-from flows.settings import IngestSettings
+from flows.secrets import API_KEY_ENV
+from flows.settings import IngestSettings, RunSettings
 
 IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(6)]
 
@@ -71,3 +77,49 @@ def test_a_record_over_the_budget_becomes_an_error_row_and_the_rest_is_ingested(
     }
     message = rows.filter(pl.col("transcription_id") == IDS[1])["error_message"][0]
     assert "over ingest's record limit" in message and "--memory-budget-mb" in message
+
+
+# talktime run -----------------------------------------------------------------------------------
+
+
+def long_response(tid: str, items: int) -> dict[str, object]:
+    """A succeeded response of `items` short items (about 95 bytes of JSON each)."""
+    transcript = [
+        {"speaker": "doctor" if n % 2 else "patient", "start_time_ms": n * 100, "end_time_ms": n * 100 + 90,
+         "text": "some words of a long consultation"}
+        for n in range(items)
+    ]  # fmt: skip
+    return {"id": tid.upper(), "status": "succeeded", "payload": {"transcript": transcript}}
+
+
+def test_a_run_s_batches_stop_at_their_share_of_the_budget_and_hand_the_rest_to_later_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(13)]
+    huge = ids[6]
+    responses = {tid: long_response(tid, 12_000 if tid == huge else 3_000) for tid in ids}
+    sizes = {tid: len(json.dumps(body)) for tid, body in responses.items()}
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    concurrency = 2
+    settings = RunSettings(api_url="", ids_file=str(tmp_path / "ids.txt"), out=str(tmp_path / "out"),
+                           memory_budget_mb=64, concurrency=concurrency, max_wait_s=0)  # fmt: skip
+    limit = settings.batch_bytes  # 0.8 MiB: about 3 responses, and less than the huge one
+    assert max(sizes[t] for t in ids if t != huge) * 2 < limit < sizes[huge]
+    assert len(ids) <= settings.batch_size  # counted by ids, they would be one batch
+    monkeypatch.setenv(API_KEY_ENV, DEFAULT_API_KEY)
+    with EmulatorServer(EmulatorConfig(responses=responses)) as server:
+        settings = settings.model_copy(update={"api_url": server.api_url})
+        with ThreadPoolExecutor(settings.in_flight) as pool:
+            summary = runs.poll(settings, lambda spec: pool.submit(fetch_batch, settings, spec), logging.getLogger())
+        requests = {tid: server.app.requests[tid] for tid in ids}  # (the credentials check polls another id)
+    assert requests == dict.fromkeys(ids, 1), "an id requested twice, or never"
+    rows = pl.read_parquet(tmp_path / "out" / "transcriptions" / "**" / "*.parquet")
+    assert sorted(rows["transcription_id"]) == ids  # one row per id
+    assert summary.batches > 1
+    largest = max(sizes[t] for t in ids if t != huge)
+    for polled in summary.polled:  # what each batch kept: under its limit plus the requests it had under way
+        kept = polled.filter(pl.col("status") == "succeeded")["transcription_id"]
+        assert sum(sizes[t] for t in kept) < limit + concurrency * largest
+    errors = rows.filter(pl.col("status") != "succeeded")
+    assert errors.select("transcription_id", "status", "error_code").rows() == [(huge, "error", "response_too_large")]
+    assert "--memory-budget-mb" in errors["error_message"][0]

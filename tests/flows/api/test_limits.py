@@ -170,10 +170,14 @@ def test_the_limits_go_from_the_command_line_to_the_client() -> None:
 
     required = ["run", "--api-url", "http://api.test", "--ids", "ids.txt", "--out", "out"]
     defaults = client_options(run_settings(build_parser().parse_args(required)))
-    assert (defaults.max_response_bytes, defaults.request_deadline_s) == (64 * MIB, 120.0)
+    # the cap is the smaller of --max-response-mb (64) and a batch's share of the memory budget:
+    # 1024 MiB / (20 x (3 in flight + 1)) = 12.8 MiB
+    assert (defaults.max_response_bytes, defaults.request_deadline_s) == (1024 * MIB // 80, 120.0)
     args = build_parser().parse_args([*required, "--max-response-mb", "0.5", "--request-deadline", "3m"])
     options = client_options(run_settings(args))
     assert (options.max_response_bytes, options.request_deadline_s) == (MIB // 2, 180.0)
+    roomy = client_options(run_settings(build_parser().parse_args([*required, "--memory-budget-mb", "8192"])))
+    assert roomy.max_response_bytes == 64 * MIB
 
 
 @pytest.mark.parametrize(

@@ -129,3 +129,24 @@ def test_a_share_of_ids_stays_ongoing_for_ever(responses: dict[str, dict]) -> No
     stuck = [tid for tid, seen in statuses.items() if seen == ["ongoing"] * 3]
     assert 3 <= len(stuck) <= 17
     assert all(seen == ["succeeded"] * 3 for tid, seen in statuses.items() if tid not in stuck)
+
+
+def test_stored_records_are_served_byte_for_byte_from_their_files(tmp_path) -> None:
+    from flows.emulator.server import index_records
+
+    ids = ["00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"]
+    lines = [
+        b'{"id": "%s", "status": "succeeded",   "pad": "%s"}' % (tid.upper().encode(), pad)
+        for tid, pad in zip(ids, [b"x" * 10, b"y" * 100_000], strict=True)
+    ]
+    (tmp_path / "big.ndjson").write_bytes(b"\n".join(lines) + b"\n\n")
+    (tmp_path / "one.json").write_bytes(b'{"status": "succeeded", "id": "%s"}' % ids[0].encode())  # the later file wins
+    stored = index_records([tmp_path / "big.ndjson", tmp_path / "one.json"])
+    assert sorted(stored) == ids
+    with EmulatorServer(EmulatorConfig(stored=stored)) as s:
+        first = get(s, f"{PREFIX_A}/transcribe-async/{ids[0]}", headers=AUTH)
+        second = get(s, f"{PREFIX_A}/transcribe-async/{ids[1]}", headers=AUTH)
+        unknown = get(s, f"{PREFIX_A}/transcribe-async/{ids[1][:-1]}c", headers=AUTH)
+    assert first.content == (tmp_path / "one.json").read_bytes()
+    assert (second.status_code, second.content) == (200, lines[1])
+    assert unknown.status_code == 404
