@@ -93,7 +93,9 @@ def run_with_outage(server: PrefectServer, pgid: int, at: int, when: str, argv: 
             stop_process_group(process)
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
+# Killed right before the last commit by default (the commit then runs with Prefect already gone);
+# right after it under `slow`: each case starts a Prefect server of its own, the costliest start here.
+@pytest.mark.parametrize("when", ["before", pytest.param("after", marks=pytest.mark.slow)])
 def test_a_run_whose_prefect_goes_away_at_the_last_commit_ends_and_says_its_data_is_committed(
     when: str, tmp_path: Path, doomed_server: tuple[PrefectServer, subprocess.Popen[bytes]]
 ) -> None:
