@@ -27,6 +27,7 @@ from tests.prefect_server import (
     SERVER_STARTUP_S,
     PrefectServer,
     clean_environment,
+    database_url,
     free_loopback_port,
     spawn,
     stop_process_group,
@@ -47,7 +48,7 @@ def doomed_server(tmp_path: Path) -> Iterator[tuple[PrefectServer, subprocess.Po
     log = home / "server.log"
     port = free_loopback_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = clean_environment(home) | {"PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'db'}"}
+    env = clean_environment(home) | {"PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url(home / "db")}
     process = spawn(
         [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], env, home, log
     )
