@@ -39,9 +39,15 @@ def collect_garbage() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Prefect's real local API server, started once per test session."""
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
     from prefect.testing.utilities import prefect_test_harness
 
+    from tests.prefect_server import keep_migrated_database
+
     with prefect_test_harness(server_startup_timeout=60):
+        # The `prefect server start` processes of later tests start from a copy of its fresh database.
+        url = str(PREFECT_SERVER_DATABASE_CONNECTION_URL.value())
+        keep_migrated_database(url, tmp_path_factory.mktemp("prefect-database"))
         yield

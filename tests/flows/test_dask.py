@@ -179,9 +179,15 @@ def committed(out: Path) -> int:
         return 0
 
 
+@pytest.mark.parametrize(
+    ("kills", "records"),
+    [(1, 200), pytest.param(2, 400, marks=pytest.mark.slow)],
+    ids=["one-kill", "two-kills"],
+)
 def test_an_ingest_on_dask_killed_at_random_moments_then_resumed_equals_a_clean_run(
-    cluster: Any, tmp_path: Path
+    kills: int, records: int, cluster: Any, tmp_path: Path
 ) -> None:
+    """Killed once by default; under `slow` twice (the second kill interrupts a resumed run)."""
     import os
     import random
     import signal
@@ -195,7 +201,7 @@ def test_an_ingest_on_dask_killed_at_random_moments_then_resumed_equals_a_clean_
     from tests.flows.storage.test_storage import assert_same, nothing_pending, snapshot
 
     data = tmp_path / "in.ndjson"
-    data.write_text("".join(json.dumps(r) + "\n" for r in synthetic_responses(400, seed=5).values()))
+    data.write_text("".join(json.dumps(r) + "\n" for r in synthetic_responses(records, seed=5).values()))
     args = ["ingest", "--input", str(data), "--batch-size", "20", "-q"]
     assert main([*args, "--out", str(tmp_path / "clean")]) == 0
     out = tmp_path / "killed"
@@ -204,10 +210,11 @@ def test_an_ingest_on_dask_killed_at_random_moments_then_resumed_equals_a_clean_
     rng = random.Random(os.environ.get("TALKTIME_CRASH_SEED", "11"))
     progress: list[int] = []
     with Client(cluster.scheduler_address) as client:
-        for _ in range(2):
+        for _ in range(kills):
             process = subprocess.Popen([sys.executable, "-m", "flows.cli", *dask], env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-            target = rng.randint(min((progress[-1] if progress else 0) + 1, 300), 300)  # ids committed, then kill
+            last = records * 3 // 4  # the latest kill: after this many committed ids
+            target = rng.randint(min((progress[-1] if progress else 0) + 1, last), last)  # ids committed, then kill
             while process.poll() is None and committed(out) < target:
                 time.sleep(0.05)
             process.send_signal(signal.SIGKILL)
@@ -216,7 +223,7 @@ def test_an_ingest_on_dask_killed_at_random_moments_then_resumed_equals_a_clean_
             deadline = time.monotonic() + 60  # the batches the dead flow left running finish (or are dropped)
             while any(client.processing().values()) and time.monotonic() < deadline:
                 time.sleep(0.2)
-    assert progress[-1] < 400, progress  # the resumed run has work left
+    assert progress[-1] < records, progress  # the resumed run has work left
     assert main(dask) == 0
     assert nothing_pending(out)
     assert_same(snapshot(out), snapshot(tmp_path / "clean"))

@@ -27,6 +27,7 @@ from tests.prefect_server import (
     SERVER_STARTUP_S,
     PrefectServer,
     clean_environment,
+    database_url,
     free_loopback_port,
     spawn,
     stop_process_group,
@@ -47,7 +48,7 @@ def doomed_server(tmp_path: Path) -> Iterator[tuple[PrefectServer, subprocess.Po
     log = home / "server.log"
     port = free_loopback_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = clean_environment(home) | {"PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'db'}"}
+    env = clean_environment(home) | {"PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url(home / "db")}
     process = spawn(
         [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], env, home, log
     )
@@ -93,7 +94,9 @@ def run_with_outage(server: PrefectServer, pgid: int, at: int, when: str, argv: 
             stop_process_group(process)
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
+# Killed right before the last commit by default (the commit then runs with Prefect already gone);
+# right after it under `slow`: each case starts a Prefect server of its own, the costliest start here.
+@pytest.mark.parametrize("when", ["before", pytest.param("after", marks=pytest.mark.slow)])
 def test_a_run_whose_prefect_goes_away_at_the_last_commit_ends_and_says_its_data_is_committed(
     when: str, tmp_path: Path, doomed_server: tuple[PrefectServer, subprocess.Popen[bytes]]
 ) -> None:

@@ -9,7 +9,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from flows.storage.reader import read_table
 from flows.storage.store import Store
 from flows.textpolicy import TEXT_KEY_ENV
 from tests.conftest import FLOW_TEST_MARKS
+from tests.crash_driver import ingest_without_prefect
 from tests.flows.storage.test_object_storage import s3_endpoint, s3_url
 from tests.flows.text_inputs import (
     MARKED_ID,
@@ -56,14 +57,21 @@ def text_key(monkeypatch: pytest.MonkeyPatch) -> str:
     return TEXT_KEY
 
 
-@pytest.fixture(params=["local", "s3"])
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+def place(where: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
     """A function giving a fresh output location: a folder, or an S3 prefix on moto's real server."""
-    if request.param == "local":
-        yield lambda name: str(tmp_path / name)
-    else:
-        endpoint = request.getfixturevalue("s3_endpoint")
-        yield lambda name: s3_url(endpoint)
+    if where == "local":
+        return lambda name: str(tmp_path / name)
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return lambda name: s3_url(endpoint)
+
+
+# Every policy on local disk; on S3 by default `hash` (the policy whose record carries a key id),
+# the other two under `slow`: the store under a policy is the same code on both.
+POLICY_PLACES = [
+    *(pytest.param(policy, "local", id=f"local-{policy}") for policy in POLICIES),
+    pytest.param("hash", "s3", id="s3-hash"),
+    *(pytest.param(policy, "s3", id=f"s3-{policy}", marks=pytest.mark.slow) for policy in ("keep", "drop")),
+]
 
 
 def metrics(out: str) -> dict[str, pl.DataFrame]:
@@ -107,19 +115,24 @@ def assert_text_as_the_policy_says(out: str, policy: str) -> None:
     assert TEXT_KEY not in json.dumps(recorded)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize(("policy", "where"), POLICY_PLACES)
 def test_each_policy_through_run_ingest_and_the_webhook_gives_the_same_metrics(
-    policy: str, place: object, text_key: str, baseline: dict[str, pl.DataFrame], tmp_path: Path
+    policy: str,
+    where: str,
+    request: pytest.FixtureRequest,
+    text_key: str,
+    baseline: dict[str, pl.DataFrame],
+    tmp_path: Path,
 ) -> None:
-    new_out = place  # type: ignore[assignment]
+    new_out = place(where, request, tmp_path)
     quiet = ["--quiet", "--text", policy]
     with EmulatorServer(EmulatorConfig(responses=RESPONSES)) as server:
-        run_out = new_out("run")  # type: ignore[operator]
+        run_out = new_out("run")
         assert main(["run", "--api-url", server.api_url, "--ids", ids_file(tmp_path), "--out", run_out, *quiet]) == 0
-    ingest_out = new_out("ingest")  # type: ignore[operator]
+    ingest_out = new_out("ingest")
     inputs = write_responses(tmp_path / "saved", RESPONSES)
     assert main(["ingest", "--input", str(inputs), "--out", ingest_out, *quiet]) == 0
-    landing, hook_out = tmp_path / "landing", new_out("hook")  # type: ignore[operator]
+    landing, hook_out = tmp_path / "landing", new_out("hook")
     deliver(landing, RESPONSES, policy, TEXT_KEY.encode() if policy == "hash" else None)
     if policy != "keep":  # the landing holds no text, only its shape (and its hash)
         assert not [p for p in landing.iterdir() if MARKER in p.read_text()]
@@ -197,9 +210,7 @@ def test_an_output_written_before_policies_counts_as_keep(tmp_path: Path, text_k
 
 def ingest_here(out: str, inputs: list[str], batch_size: int = 1) -> runs.RunSummary:
     """The ingest flow's body without Prefect, deleting its inputs after their commits."""
-    settings = IngestSettings(inputs=inputs, out=out, batch_size=batch_size, in_flight=2, delete_after_commit=True)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return runs.ingest(settings, lambda spec: pool.submit(read_batch, settings, spec), logging.getLogger())
+    return ingest_without_prefect(out, batch_size, inputs, in_flight=2, delete_after_commit=True)
 
 
 def committed_ids(out: str) -> set[str]:
@@ -252,12 +263,11 @@ def test_a_file_is_deleted_only_after_every_record_of_it_is_committed(
 def test_a_sigkilled_ingest_never_deletes_an_uncommitted_file(tmp_path: Path) -> None:
     """Killed at its n-th storage write (tests.crash_driver's hook), for several n: every deleted file's
     ids are committed; a second ingest of what is left finishes the job."""
-    script = (
-        "import logging, sys\n"
+    script = (  # ingest_here's ingest, without importing this module (pytest, the CLI) in the killed process
+        "import sys\n"
         "from tests import crash_driver\n"
-        "from tests.flows.test_text_policy import ingest_here\n"
         "crash_driver.install_counter(int(sys.argv[3]))\n"
-        "ingest_here(sys.argv[1], [sys.argv[2]], batch_size=2)\n"
+        "crash_driver.ingest_without_prefect(sys.argv[1], 2, [sys.argv[2]], delete_after_commit=True)\n"
     )
     for point in (4, 9, 14):
         folder, ids_of = spanning_input(tmp_path / f"in-{point}")

@@ -1,19 +1,18 @@
 """`python -m tests.flows.storage.compact_driver OUT`: `talktime compact` on OUT, without the CLI.
 
 With TALKTIME_CRASH_AFTER_OPS=N in the environment the process SIGKILLs itself right before its
-N-th mutating storage operation (`tests.crash_driver`'s hook around `Store`). Prints the number of
+N-th mutating storage operation (`tests.crash_hook`, around `Store`). Prints the number of
 mutating storage operations it performed.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
 from flows.storage.compact import compact
-from tests import crash_driver
+from tests import crash_hook
 
 if __name__ == "__main__":
-    crash_driver.install_counter(int(os.environ.get(crash_driver.CRASH_ENV, "0") or 0))
+    crash_hook.install_counter(crash_hook.crash_at_from_environment())
     compact(sys.argv[1])
-    print(crash_driver._ops)
+    print(crash_hook.operations())

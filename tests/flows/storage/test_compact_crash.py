@@ -29,14 +29,15 @@ from flows.storage.layout import LEDGER_DIR
 from flows.storage.reader import read_table
 from flows.storage.store import Store
 from tests.conftest import PRIMOCK, SAMPLES
-from tests.crash_driver import CRASH_ENV, MUTATING, ingest, ingest_without_prefect
+from tests.crash_driver import ingest, ingest_without_prefect
+from tests.crash_hook import CRASH_ENV, MUTATING, one_point_per_kind, record_calls
 from tests.flows.storage.test_object_storage import s3_endpoint, s3_url
 from tests.flows.storage.test_storage import ROOT, nothing_pending, snapshot
 from transforms.schemas import TABLES
 
 __all__ = ["s3_endpoint"]  # a fixture, used by name
 LEASE_OPS = ("create_if_absent", "replace_if_match", "delete_if_match")
-Call = tuple[str, tuple[Any, ...]]
+Call = tuple[str, tuple[Any, ...]]  # a `Store` call: (method name, positional arguments)
 
 
 @pytest.fixture(scope="module")
@@ -46,27 +47,6 @@ def small_files(tmp_path_factory: pytest.TempPathFactory, inputs: list[str]) -> 
     ingest(str(out), 2, inputs)
     assert len(Store(str(out)).list("transcriptions")) > 2
     return out, snapshot(out)
-
-
-def record_calls(
-    monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...], before: Callable[[Call], None] | None = None
-) -> list[Call]:
-    """Every call of these `Store` methods from now on, in order, as (name, arguments); `before` sees
-    each call before it runs."""
-    calls: list[Call] = []
-
-    def recording(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
-            if before is not None:
-                before((name, args))
-            calls.append((name, args))
-            return method(self, *args, **kwargs)
-
-        return wrapper
-
-    for name in names:
-        monkeypatch.setattr(Store, name, recording(name, getattr(Store, name)))
-    return calls
 
 
 def is_data(path: str) -> bool:
@@ -102,18 +82,32 @@ def test_between_its_first_merged_file_and_its_last_small_file_compaction_does_n
     assert sum(c[0] == "delete_many" for c in window) == 1  # every small file in one step (one request on S3)
 
 
+@pytest.mark.parametrize(
+    "every_step",
+    [False, pytest.param(True, marks=pytest.mark.slow)],
+    ids=["first-step-of-each-kind", "every-step"],
+)
 def test_a_compaction_killed_at_each_step_reads_exact_and_the_next_writer_recovers_first(
-    tmp_path: Path, small_files: tuple[Path, dict[str, pl.DataFrame]], monkeypatch: pytest.MonkeyPatch
+    every_step: bool,
+    tmp_path: Path,
+    small_files: tuple[Path, dict[str, pl.DataFrame]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Killed from the commit record on (the apply step): by default before the first step of each kind
+    (each method on each area: the commit record, data, ledger, staging, lease), under `slow` before
+    every step."""
     base, expected = small_files
     steps = compaction_steps(base, tmp_path / "counted", monkeypatch)
     committed_at = next(i for i, (name, args) in enumerate(steps, 1) if args and "_talktime/commits/" in str(args[0]))
+    points = range(committed_at, len(steps) + 1) if every_step else one_point_per_kind(steps, first=committed_at)
+    for point in points:
+        shutil.copytree(base, tmp_path / f"killed-{point}")
+    with ThreadPoolExecutor(2) as pool:  # one compaction process per core at a time
+        list(pool.map(lambda point: kill_compaction(tmp_path / f"killed-{point}", point), points))
     doubled = []
     with EmulatorServer(EmulatorConfig(responses=load_responses([PRIMOCK]))) as server:
-        for point in range(committed_at, len(steps) + 1):  # from the commit record on: the apply step
+        for point in points:
             killed = tmp_path / f"killed-{point}"
-            shutil.copytree(base, killed)
-            kill_compaction(killed, point)
             for table in TABLES:  # the ledger-consistent reader is exact at every point
                 exact = read_table(str(killed), table).drop("fetched_at", strict=False).sort(pl.all())
                 assert exact.equals(expected[table]), (point, table)

@@ -26,7 +26,7 @@ from flows.storage.forget import forget
 from flows.storage.ledgerlog import load_ledger
 from flows.storage.store import Store
 from flows.storage.verify import verify
-from tests.crash_driver import CRASH_ENV
+from tests.crash_hook import CRASH_ENV, MUTATING, Step, one_point_per_kind, record_calls, step_kind
 from tests.flows.storage.test_ledger_rebuild import poll, server
 from tests.flows.storage.test_object_storage import s3_endpoint, s3_url
 from tests.flows.storage.test_storage import ROOT
@@ -137,11 +137,19 @@ def test_the_cli_forgets_in_one_line_and_refuses_mistakes(tmp_path: Path, capsys
     assert capsys.readouterr().err.count("\n") == 2
 
 
-def forget_steps(base: Path, copy: Path) -> int:
+def forget_steps(base: Path, copy: Path, patch: pytest.MonkeyPatch) -> list[Step]:
+    """The mutating storage steps of one forget of GONE in `base` (kill point N = before step N),
+    recorded in this process; the driver process takes as many."""
+    shutil.copytree(base, copy)
+    with patch.context() as recording:
+        steps = record_calls(recording, MUTATING)
+        forget(str(copy), GONE)
+    shutil.rmtree(copy)
     shutil.copytree(base, copy)
     done = subprocess.run([sys.executable, "-m", "tests.flows.storage.forget_driver", str(copy), *GONE],
                           cwd=ROOT, capture_output=True, check=True, timeout=120)  # fmt: skip
-    return int(done.stdout.decode().split()[-1])
+    assert int(done.stdout.decode().split()[-1]) == len(steps)
+    return steps
 
 
 def kill_forget(base: Path, killed: Path, point: int) -> subprocess.CompletedProcess[bytes]:
@@ -151,14 +159,27 @@ def kill_forget(base: Path, killed: Path, point: int) -> subprocess.CompletedPro
                           cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)  # fmt: skip
 
 
-def test_forget_killed_at_each_step_leaves_all_or_none_of_an_id_s_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "every_step",
+    [False, pytest.param(True, marks=pytest.mark.slow)],
+    ids=["first-step-of-each-kind", "every-step"],
+)
+def test_forget_killed_at_each_step_leaves_all_or_none_of_an_id_s_rows(
+    every_step: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default killed before the first step of each kind (each method on each area: lease, staging,
+    the commit record, data, erasures, ledger), which includes both sides of the commit record;
+    under `slow`, before every step."""
     base = tmp_path / "base"
     write_output(str(base))
     before = rows_of(str(base), GONE)
-    steps = forget_steps(base, tmp_path / "counted")
-    points = range(1, steps + 1)
+    steps = forget_steps(base, tmp_path / "counted", monkeypatch)
+    points = range(1, len(steps) + 1) if every_step else one_point_per_kind(steps)
+    commit_record = next(n for n, step in enumerate(steps, 1) if step_kind(step)[1] == "commits")
+    assert {commit_record, commit_record + 1} <= set(points)
     with ThreadPoolExecutor(2) as pool:  # one forget process per core at a time
         runs = list(pool.map(lambda n: kill_forget(base, tmp_path / f"killed-{n}", n), points))
+    outcomes = set()
     for point, run in zip(points, runs, strict=True):
         killed = tmp_path / f"killed-{point}"
         assert run.returncode == -9, run.stderr.decode()[-2000:]
@@ -167,9 +188,11 @@ def test_forget_killed_at_each_step_leaves_all_or_none_of_an_id_s_rows(tmp_path:
         after = rows_of(str(killed), GONE)
         assert after in (before, dict.fromkeys(TABLES, 0)), (point, after)
         erased = after == dict.fromkeys(TABLES, 0)
+        outcomes.add(erased)
         statuses = load_ledger(Store(str(killed))).filter(pl.col("transcription_id").is_in(GONE))["status"]
         assert (statuses == "forgotten").all() is erased, point
         assert verify(str(killed)).consistent, point
+    assert outcomes == {False, True}  # killed both before and after the commit point
 
 
 def test_a_run_never_polls_a_forgotten_id_unless_refetch_names_it(tmp_path: Path, server: EmulatorServer) -> None:

@@ -13,7 +13,7 @@ from flows.storage.store import Store
 from tests.crash_driver import ingest
 from tests.flows.storage.test_storage import assert_same, crash_then_rerun, kill_points, nothing_pending, snapshot
 
-S3_KILL_POINTS = 8
+S3_KILL_POINTS = 3  # by default; under `slow`, every step
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +54,17 @@ def test_round_trip_on_s3_matches_local_disk(s3_endpoint: str, inputs: list[str]
     assert Store(url).list("transcriptions", ".parquet") == files
 
 
+@pytest.mark.parametrize(
+    "count",
+    [S3_KILL_POINTS, pytest.param(None, marks=[pytest.mark.slow, pytest.mark.timeout(1800)])],
+    ids=["spread", "every-step"],
+)
 def test_kill_9_on_s3_then_rerun_equals_a_clean_run(
-    s3_endpoint: str, inputs: list[str], clean: tuple[dict, int]
+    count: int | None, s3_endpoint: str, inputs: list[str], clean: tuple[dict, int]
 ) -> None:
     expected, total_ops = clean
-    for point in kill_points(total_ops, S3_KILL_POINTS):
-        url = s3_url(s3_endpoint)
-        crash_then_rerun(url, point, inputs)
-        assert nothing_pending(url)
+    urls = {point: s3_url(s3_endpoint) for point in kill_points(total_ops, count)}
+    crash_then_rerun(urls, inputs)
+    for url in urls.values():
+        assert nothing_pending(url), url
         assert_same(snapshot(url), expected)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -16,11 +16,12 @@ import pytest
 from flows.storage.commit import read_every_file
 from flows.storage.store import Store
 from tests.conftest import PRIMOCK, SAMPLES
-from tests.crash_driver import CRASH_ENV, ingest
+from tests.crash_driver import ingest
+from tests.crash_hook import CRASH_ENV, spread_points
 from transforms.schemas import TABLES
 
 ROOT = Path(__file__).resolve().parents[3]
-KILL_POINTS = 24
+KILL_POINTS = 8  # by default; under `slow`, every step
 
 
 def snapshot(out: Path | str) -> dict[str, pl.DataFrame]:
@@ -93,28 +94,44 @@ def test_ongoing_then_succeeded_leaves_only_the_final_state(tmp_path: Path, inpu
     ].to_list() == ["succeeded"]
 
 
-def crash_then_rerun(out: str, point: int, inputs: list[str]) -> None:
-    """Run the ingest steps in a process killed (SIGKILL) before its `point`-th storage step, then run again."""
+def kill_ingest(out: str, point: int, inputs: list[str]) -> None:
+    """Run the ingest steps in a process killed (SIGKILL) before its `point`-th storage step."""
     env = os.environ | {CRASH_ENV: str(point)}
     command = [sys.executable, "-m", "tests.crash_driver", out, "4", *inputs]
     killed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
-    ingest(out, 4, inputs)
 
 
-def kill_points(total_ops: int, count: int) -> list[int]:
-    seed = os.environ.get("TALKTIME_CRASH_SEED", "2026")
-    return random.Random(seed).sample(range(1, total_ops + 1), min(count, total_ops))
+def crash_then_rerun(outs: dict[int, str], inputs: list[str]) -> None:
+    """For each kill point and its output: an ingest killed there (two processes at a time, one per
+    core), then, in this process, the same ingest again."""
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda point: kill_ingest(outs[point], point, inputs), outs))
+    for out in outs.values():
+        ingest(out, 4, inputs)
 
 
+def kill_points(total_ops: int, count: int | None) -> list[int]:
+    """`count` kill points spread over the run (one drawn at random in each of `count` equal stretches
+    of its steps; TALKTIME_CRASH_SEED changes the draw), or, with None, every step."""
+    if count is None:
+        return list(range(1, total_ops + 1))
+    return spread_points(total_ops, count, os.environ.get("TALKTIME_CRASH_SEED", "2026"))
+
+
+@pytest.mark.parametrize(
+    "count",
+    [KILL_POINTS, pytest.param(None, marks=[pytest.mark.slow, pytest.mark.timeout(1200)])],
+    ids=["spread", "every-step"],
+)
 def test_kill_9_at_random_points_then_rerun_equals_a_clean_run(
-    tmp_path: Path, inputs: list[str], clean: tuple[dict, int]
+    count: int | None, tmp_path: Path, inputs: list[str], clean: tuple[dict, int]
 ) -> None:
     expected, total_ops = clean
-    for point in kill_points(total_ops, KILL_POINTS):
-        out = str(tmp_path / f"crash-{point}")
-        crash_then_rerun(out, point, inputs)
-        assert nothing_pending(out)
+    outs = {point: str(tmp_path / f"crash-{point}") for point in kill_points(total_ops, count)}
+    crash_then_rerun(outs, inputs)
+    for out in outs.values():
+        assert nothing_pending(out), out
         assert_same(snapshot(out), expected)
 
 

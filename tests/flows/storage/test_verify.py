@@ -12,13 +12,16 @@ import pytest
 import flows.storage.commit
 from flows.batch import BatchSpec, stage_outcomes
 from flows.cli import main
-from flows.emulator.server import EmulatorServer
+from flows.emulator.app import DEFAULT_API_KEY, EmulatorConfig
+from flows.emulator.server import EmulatorServer, load_responses
 from flows.outcomes import Outcome
+from flows.secrets import API_KEY_ENV
 from flows.storage.commit import INTERNAL, new_batch_id
 from flows.storage.dataset import Dataset
 from flows.storage.ledgerlog import load_ledger
 from flows.storage.store import Store
 from flows.storage.verify import repair
+from tests.conftest import PRIMOCK
 from tests.crash_driver import ingest
 from tests.flows.storage.test_ledger_rebuild import every_row, manifest, poll, server
 from tests.flows.storage.test_object_storage import s3_endpoint, s3_url
@@ -28,10 +31,22 @@ from transforms.schemas import TABLES
 __all__ = ["s3_endpoint", "server"]  # fixtures
 
 
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An output written by a run over eight consultations and a 404, three ids per batch (once a module)."""
+    folder = tmp_path_factory.mktemp("written")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(API_KEY_ENV, DEFAULT_API_KEY)
+        responses = dict(list(load_responses([PRIMOCK]).items())[:8])  # those of the `server` fixture
+        with EmulatorServer(EmulatorConfig(responses=responses)) as server:
+            poll(server, folder / "out", manifest(server), folder / "ids.txt")
+    return folder / "out"
+
+
 @pytest.fixture
-def out(tmp_path: Path, server: EmulatorServer) -> Path:
-    """An output written by a run over eight consultations and a 404, three ids per batch."""
-    poll(server, tmp_path / "out", manifest(server), tmp_path / "ids.txt")
+def out(tmp_path: Path, written: Path) -> Path:
+    """A copy of that output of this test's own."""
+    shutil.copytree(written, tmp_path / "out")
     return tmp_path / "out"
 
 
