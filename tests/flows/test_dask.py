@@ -68,10 +68,14 @@ def test_ingest_on_dask_gives_the_local_runners_tables(cluster: Any, tmp_path: P
     assert read_table(str(tmp_path / "dask"), "transcriptions").height == 61
     # An operator's single-threaded workers (no POLARS_MAX_THREADS) got a one-thread polars pool: the
     # run sized it before any task imported polars there (it was one thread per core of the machine).
+    # (asked through the product's own worker function: a function of this module would import the tests'
+    # conftest on the workers, which drops their PREFECT_API_URL)
     from distributed import Client
 
+    from flows.workerpool import size_polars_pool
+
     with Client(cluster.scheduler_address) as client:
-        assert set(client.run(_polars_threads).values()) == {1}
+        assert set(client.run(size_polars_pool).values()) == {(1, 1)}
 
 
 def test_run_on_dask_gives_the_local_runners_tables(cluster: Any, tmp_path: Path) -> None:
