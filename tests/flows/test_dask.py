@@ -246,25 +246,32 @@ def non_loopback_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def test_the_local_clusters_dashboard_listens_on_loopback_only() -> None:
-    """`--task-runner dask` without an address served Dask's unauthenticated dashboard on every interface."""
-    import socket
-    from urllib.parse import urlsplit
-
+@pytest.fixture(scope="module")
+def product_cluster() -> Iterator[Any]:
+    """A LocalCluster with the options `--task-runner dask` gives it (one worker), shared by the tests of them."""
     from distributed import LocalCluster
 
     from flows.scaleout import local_cluster_options
 
     with LocalCluster(**(local_cluster_options("http://127.0.0.1:9/api") | {"n_workers": 1})) as local:
-        bound = [sock.getsockname()[0] for sock in local.scheduler.http_server._sockets.values()]
-        port = urlsplit(local.dashboard_link).port
-        assert bound and all(host == "127.0.0.1" for host in bound), bound
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            pass  # reachable from this machine
-        outside = non_loopback_address()
-        if outside is not None:
-            with pytest.raises(ConnectionRefusedError):
-                socket.create_connection((outside, port), timeout=5).close()
+        yield local
+
+
+def test_the_local_clusters_dashboard_listens_on_loopback_only(product_cluster: Any) -> None:
+    """`--task-runner dask` without an address served Dask's unauthenticated dashboard on every interface."""
+    import socket
+    from urllib.parse import urlsplit
+
+    local = product_cluster
+    bound = [sock.getsockname()[0] for sock in local.scheduler.http_server._sockets.values()]
+    port = urlsplit(local.dashboard_link).port
+    assert bound and all(host == "127.0.0.1" for host in bound), bound
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # reachable from this machine
+    outside = non_loopback_address()
+    if outside is not None:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((outside, port), timeout=5).close()
 
 
 def _polars_threads() -> int:
@@ -273,16 +280,11 @@ def _polars_threads() -> int:
     return pl.thread_pool_size()
 
 
-def test_a_single_threaded_local_worker_gets_a_one_thread_polars_pool() -> None:
+def test_a_single_threaded_local_worker_gets_a_one_thread_polars_pool(product_cluster: Any) -> None:
     """Each worker process used to start a polars pool of one thread per core of the machine."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from flows.scaleout import local_cluster_options
-
-    with (
-        LocalCluster(**(local_cluster_options("http://127.0.0.1:9/api") | {"n_workers": 1})) as local,
-        Client(local) as client,
-    ):
+    with Client(product_cluster) as client:
         assert list(client.run(_polars_threads).values()) == [1]
 
 
