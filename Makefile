@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_TASKS_DEFAULT_NO_CACHE := true
 
-.PHONY: install demo test lint typecheck pytest bench lock clean
+.PHONY: install demo test test-all lint typecheck pytest bench lock clean
 
 install: $(STAMP)
 
@@ -29,6 +29,14 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# `make test` and the tests marked `slow` (left out of the default run by pyproject's addopts): every
+# kill point of the crash tests, the other variants of a few costly parametrizations. docs/development.md.
+test-all: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -m "slow or not slow"
 
 # The product through its command line against a real Prefect server, next to references; prints a
 # Markdown table, asserts nothing. Smoke run: make bench BENCH_ARGS="--sizes 500 --skip-dlt"
