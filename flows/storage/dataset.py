@@ -236,10 +236,6 @@ class Dataset:
             self.store.write_parquet(path, data, **PARQUET_OPTIONS)
         return polled.filter(~pl.col("transcription_id").is_in(ids))
 
-    def note_moves(self, moves: pl.DataFrame) -> None:
-        """Rows at hand follow their ids into new files (a compaction's moves)."""
-        self.known.move(moves)
-
 
 def _as_entries(moves: pl.DataFrame) -> pl.DataFrame:
     """Moves as ledger log rows: only batch_id and fetched_date set."""

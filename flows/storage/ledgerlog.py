@@ -23,7 +23,6 @@ no fold runs while a run's tasks do), each process building a compact index once
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -416,9 +415,3 @@ def prior_of(out: str, snapshot: str, ids: pl.Series) -> pl.DataFrame:
             _indexes.clear()  # one run's version at a time per process
             _indexes[key] = index
     return index.lookup(ids)
-
-
-def forget_indexes() -> None:
-    """Drop the cached indexes (a run's end; tests)."""
-    with _index_lock, contextlib.suppress(Exception):
-        _indexes.clear()
